@@ -1,0 +1,69 @@
+# ecr-operator — every entry point a developer or CI needs. A fresh machine needs only `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEBIAN_PACKAGES := docker-registry skopeo apache2-utils
+PYTEST_ARGS ?=
+BENCH ?=
+BENCH_RESULTS ?= bench/results
+
+.PHONY: help
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+.PHONY: venv
+venv: $(BIN)/.installed ## Python virtualenv with the package and dev tools
+
+.PHONY: debian
+debian: ## Debian packages the test world uses (distribution registry, skopeo, htpasswd)
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+.PHONY: tools
+tools: ## build kube-apiserver, kube-controller-manager, kubectl, etcd, helm from Go modules (cached)
+	hack/build-tools.sh
+
+.PHONY: deps
+deps: venv debian tools ## everything a fresh machine needs
+
+.PHONY: lint
+lint: venv ## ruff lint and format check
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+
+.PHONY: typecheck
+typecheck: venv ## mypy --strict
+	$(BIN)/mypy
+
+.PHONY: crds
+crds: venv ## regenerate crds/ from the API models
+	$(BIN)/ecr-operator crds --out crds
+
+.PHONY: unit
+unit: venv ## unit tests only
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+.PHONY: test
+test: deps lint typecheck ## lint, type checks, and every test (unit, integration, e2e, chaos)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: demo
+demo: deps ## start the local world, the operator and the examples (DEMO_ONCE=1 exits after printing)
+	$(BIN)/python -m ecr_operator.demo
+
+.PHONY: bench
+bench: deps ## benchmarks side by side with peers (BENCH=group, BENCH_RESULTS=dir)
+	$(BIN)/python -m bench $(if $(BENCH),--only $(BENCH)) --results $(BENCH_RESULTS)
