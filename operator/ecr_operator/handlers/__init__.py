@@ -1,0 +1,9 @@
+"""kopf handlers. Importing this package registers every handler the operator runs, and nothing else does.
+
+``cli run`` imports it before starting kopf; each module below registers its handlers on import.
+"""
+
+from ecr_operator import runtime
+from ecr_operator.handlers import not_implemented
+
+__all__ = ["not_implemented", "runtime"]

@@ -1,0 +1,151 @@
+"""The process-wide state (``Runtime``, every handler's kopf ``memo``) and how kopf is set up.
+
+``configure_kopf`` is where kopf is made this project's: its finalizer and bookkeeping annotations move to
+the ``ecr-operator.io`` domain, watches cannot freeze silently, and Events are posted only on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from ecr_operator.api.common import GROUP
+from ecr_operator.config import Settings, settings_summary
+from ecr_operator.metrics import Metrics, MetricsServer
+
+FINALIZER = f"{GROUP}/finalizer"
+ANNOTATIONS_PREFIX = GROUP
+DIFFBASE_KEY = "last-handled-configuration"
+
+# The apiserver ends each watch after this long and kopf re-watches from the last resourceVersion: a
+# connection that some proxy or load balancer half-closed is replaced at least this often. An int:
+# kopf sends str(value) as timeoutSeconds, and the apiserver answers "300.0" with 400 Bad Request.
+WATCH_SERVER_TIMEOUT = 300
+# If the apiserver does not end the watch itself, the client does, a little later.
+WATCH_CLIENT_TIMEOUT = WATCH_SERVER_TIMEOUT + 60
+# Bookmarks arrive about every 60 s on a live watch; a silence longer than this means the stream is dead.
+WATCH_INACTIVITY_TIMEOUT = 70.0
+CONNECT_TIMEOUT = 15.0
+# For ordinary API requests (GET, PATCH); kopf's default of 5 minutes would stall a handler far too long.
+REQUEST_TIMEOUT = 60.0
+
+logger = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The operator cannot start (e.g. its metrics port is taken); the message says why."""
+
+
+@dataclass(eq=False)
+class Runtime:
+    """Everything created once per process and shared by all handlers: settings, metrics, clients.
+
+    kopf passes it to every handler as ``memo``. To share another long-lived object (a boto3 client set,
+    an aiohttp session, a token cache), add a field and create it in ``create``; if it needs the event
+    loop or must be closed, open it in ``start`` and close it in ``stop``.
+    """
+
+    settings: Settings
+    metrics: Metrics
+    metrics_server: MetricsServer
+    executor: ThreadPoolExecutor
+
+    @classmethod
+    def create(cls, settings: Settings) -> Runtime:
+        metrics = Metrics()
+        return cls(
+            settings=settings,
+            metrics=metrics,
+            metrics_server=MetricsServer(metrics, settings.bind_address, settings.metrics_port),
+            # boto3 blocks: its calls run in these threads (asyncio.to_thread uses them), bounded here.
+            executor=ThreadPoolExecutor(
+                max_workers=settings.aws_max_concurrency, thread_name_prefix="blocking"
+            ),
+        )
+
+    def __copy__(self) -> Runtime:
+        # kopf shallow-copies the memo for every object it serves. A copy of the Runtime would still share
+        # the clients but not attributes assigned later; one instance per process keeps that impossible.
+        return self
+
+    async def start(self) -> None:
+        asyncio.get_running_loop().set_default_executor(self.executor)
+        try:
+            await self.metrics_server.start()
+        except OSError as error:
+            raise StartupError(
+                f"cannot serve metrics on {self.settings.bind_address}:{self.settings.metrics_port}: {error}"
+            ) from None
+
+    async def stop(self) -> None:
+        await self.metrics_server.stop()
+
+
+async def serve(settings: Settings) -> None:
+    """The operator's whole life: open the runtime, run kopf until SIGTERM/SIGINT, close the runtime.
+
+    kopf installs its own SIGTERM/SIGINT handlers: it stops the watches, runs cleanup handlers and returns.
+    Importing ``ecr_operator.handlers`` first registers the handlers in kopf's default registry.
+    """
+    runtime = Runtime.create(settings)
+    await runtime.start()
+    try:
+        host = f"[{settings.bind_address}]" if ":" in settings.bind_address else settings.bind_address
+        await kopf.operator(
+            clusterwide=settings.clusterwide,
+            namespaces=settings.namespaces,
+            standalone=settings.standalone,
+            peering_name=settings.peering_name,
+            priority=settings.peering_priority,
+            liveness_endpoint=f"http://{host}:{settings.health_port}/healthz",
+            memo=runtime,
+        )
+    finally:
+        await runtime.stop()
+
+
+def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
+    """Tune kopf for this operator; pure assignment, so the choices are visible in one place."""
+    persistence = kopf_settings.persistence
+    persistence.finalizer = FINALIZER
+    # v1=False: a new project has no annotations from kopf's older key format to stay compatible with.
+    persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATIONS_PREFIX, v1=False)
+    persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATIONS_PREFIX, key=DIFFBASE_KEY, v1=False
+    )
+
+    watching = kopf_settings.watching
+    watching.server_timeout = WATCH_SERVER_TIMEOUT
+    watching.client_timeout = WATCH_CLIENT_TIMEOUT
+    watching.connect_timeout = CONNECT_TIMEOUT
+    watching.inactivity_timeout = WATCH_INACTIVITY_TIMEOUT
+    kopf_settings.networking.connect_timeout = CONNECT_TIMEOUT
+    kopf_settings.networking.request_timeout = REQUEST_TIMEOUT
+
+    # Events come only from explicit kopf.info/warn/exception calls made for real changes and failures;
+    # kopf's own log lines ("Timer ... succeeded" every drift pass) never become Events. INFO, not
+    # WARNING, because the level also filters those explicit calls: "RepositoryCreated" must be posted.
+    posting = kopf_settings.posting
+    posting.loggers = False
+    posting.level = logging.INFO
+    posting.reporting_component = "ecr-operator"
+    posting.reporting_instance = socket.gethostname()
+    posting.event_name_prefix = "ecr-operator-"
+
+    kopf_settings.queueing.worker_limit = settings.max_concurrent_reconciles
+    # Peering keep-alives every ~50 s say nothing an operator's user needs; pauses are still logged.
+    kopf_settings.peering.stealth = True
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None:
+    """Runs before any watch starts: kopf's settings object only exists from here on."""
+    configure_kopf(settings, memo.settings)
+    settings.execution.executor = memo.executor
+    logger.info("operator started", extra={"configuration": settings_summary(memo.settings)})
