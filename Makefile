@@ -10,6 +10,7 @@ DEBIAN_PACKAGES := docker-registry skopeo apache2-utils
 PYTEST_ARGS ?=
 BENCH ?=
 BENCH_RESULTS ?= bench/results
+LINT_PATHS := $(wildcard operator tests bench)
 
 .PHONY: help
 help: ## list targets
@@ -41,16 +42,17 @@ deps: venv debian tools ## everything a fresh machine needs
 
 .PHONY: lint
 lint: venv ## ruff lint and format check
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 .PHONY: typecheck
 typecheck: venv ## mypy --strict
 	$(BIN)/mypy
 
 .PHONY: crds
-crds: venv ## regenerate crds/ from the API models
+crds: venv ## regenerate crds/ (and the chart's copy) from the API models
 	$(BIN)/ecr-operator crds --out crds
+	$(BIN)/ecr-operator crds --out charts/ecr-operator/crds
 
 .PHONY: unit
 unit: venv ## unit tests only

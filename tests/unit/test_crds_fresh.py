@@ -10,27 +10,31 @@ from ecr_operator.api.crd import render_crds, write_crds
 
 pytestmark = pytest.mark.unit
 
-CRDS_DIR = Path(__file__).resolve().parents[2] / "crds"
-REGENERATE = "regenerate them with `ecr-operator crds` (or `make crds`) and commit the result"
+REPO = Path(__file__).resolve().parents[2]
+CRDS_DIR = REPO / "crds"
+# Helm installs a chart's crds/ before its templates; the chart must ship exactly the generated CRDs.
+CHART_CRDS_DIR = REPO / "charts" / "ecr-operator" / "crds"
+REGENERATE = "regenerate them with `make crds` (writes crds/ and the chart's crds/) and commit the result"
 
 
-def test_crds_directory_holds_exactly_the_generated_crds() -> None:
+@pytest.mark.parametrize("directory", [CRDS_DIR, CHART_CRDS_DIR], ids=["crds", "chart"])
+def test_crds_directory_holds_exactly_the_generated_crds(directory: Path) -> None:
     rendered = render_crds()
-    on_disk = sorted(path.name for path in CRDS_DIR.glob("*.yaml"))
+    on_disk = sorted(path.name for path in directory.glob("*.yaml"))
 
     assert on_disk == sorted(rendered), (
-        f"crds/ has {on_disk}, the models define {sorted(rendered)}; {REGENERATE}"
+        f"{directory.relative_to(REPO)} has {on_disk}, the models define {sorted(rendered)}; {REGENERATE}"
     )
 
 
+@pytest.mark.parametrize("directory", [CRDS_DIR, CHART_CRDS_DIR], ids=["crds", "chart"])
 @pytest.mark.parametrize("file_name", sorted(render_crds()))
-def test_crd_file_matches_the_models(file_name: str) -> None:
-    path = CRDS_DIR / file_name
+def test_crd_file_matches_the_models(directory: Path, file_name: str) -> None:
+    path = directory / file_name
+    where = path.relative_to(REPO)
 
-    assert path.exists(), f"crds/{file_name} is missing; {REGENERATE}"
-    assert path.read_text(encoding="utf-8") == render_crds()[file_name], (
-        f"crds/{file_name} is stale; {REGENERATE}"
-    )
+    assert path.exists(), f"{where} is missing; {REGENERATE}"
+    assert path.read_text(encoding="utf-8") == render_crds()[file_name], f"{where} is stale; {REGENERATE}"
 
 
 def test_rendering_is_deterministic() -> None:
