@@ -159,6 +159,29 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class ObjectReadiness:
+    """Feeds the ``objects`` gauge from each object's Ready status, so counts stay exact as objects change
+    state or go away (a gauge cannot be decremented correctly without knowing the previous state)."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self._gauge = gauge
+        self._ready: dict[tuple[str, str], str] = {}
+
+    def set(self, kind: str, uid: str, ready: str) -> None:
+        previous = self._ready.get((kind, uid))
+        if previous == ready:
+            return
+        if previous is not None:
+            self._gauge.labels(kind=kind, ready=previous).dec()
+        self._ready[(kind, uid)] = ready
+        self._gauge.labels(kind=kind, ready=ready).inc()
+
+    def forget(self, kind: str, uid: str) -> None:
+        previous = self._ready.pop((kind, uid), None)
+        if previous is not None:
+            self._gauge.labels(kind=kind, ready=previous).dec()
+
+
 class MetricsServer:
     """Serves ``/metrics`` from the operator's event loop (no extra thread); kopf hooks start and stop it."""
 

@@ -669,6 +669,13 @@ def _identity_roles_in_account(spec: EcrRepositorySpec) -> bool:
     return all(p.role_arn is None or marker in p.role_arn for p in spec.access.identity_policies)
 
 
+class ManagedIdentityPolicy(StatusModel):
+    """An inline IAM policy the operator put on a role for this object."""
+
+    role_name: str = Field(max_length=64, description="IAM role that carries the policy.")
+    policy_name: str = Field(max_length=128, description="Name of the inline policy on that role.")
+
+
 class EcrRepositoryStatus(StatusModel):
     """Observed state of an ECR repository."""
 
@@ -688,6 +695,14 @@ class EcrRepositoryStatus(StatusModel):
     )
     drift_corrections: int = Field(
         default=0, ge=0, description="How many times the operator has repaired changes made outside it."
+    )
+    identity_policies: list[ManagedIdentityPolicy] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "Inline IAM policies the operator has put on roles for access.identityPolicies. It removes each"
+            " one when its grant or the object goes away, even after the spec stopped naming the role."
+        ),
     )
 
 

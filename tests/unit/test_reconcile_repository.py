@@ -1,0 +1,1146 @@
+"""The EcrRepository planner: spec -> desired AWS state, desired vs observed -> actions, result -> status.
+
+Pure functions only; "AWS" here is the data the adapters would have observed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ecr_operator.api.repository import AdoptionPolicy, DeletionPolicy, EcrRepositorySpec
+from ecr_operator.aws.policy import PULL_ACTIONS, render_policy
+from ecr_operator.config import Settings
+from ecr_operator.reconcile.repository import (
+    OWNER_TAG,
+    ClaimRepository,
+    CreateRepository,
+    DeleteLifecyclePolicy,
+    DeleteRepository,
+    DeleteRepositoryPolicy,
+    DeleteRolePolicy,
+    DesiredRepository,
+    IdentityRole,
+    ManagedPolicy,
+    ObservedRepository,
+    Problem,
+    PutImageScanningConfiguration,
+    PutImageTagMutability,
+    PutLifecyclePolicy,
+    PutRolePolicy,
+    Reason,
+    Refusal,
+    RepositoryDescription,
+    SetRepositoryPolicy,
+    SpecError,
+    SyncResult,
+    TagRepository,
+    UntagRepository,
+    backoff_delay,
+    changed_aspects,
+    classify_aws_failure,
+    desired_repository,
+    identity_policy_document,
+    identity_policy_name,
+    managed_after,
+    managed_policies_in,
+    owner_tag_value,
+    partition_of,
+    plan_deletion,
+    plan_identity_policies,
+    plan_repository,
+    repository_conditions,
+    repository_events,
+    repository_status_patch,
+    tenancy_refusal,
+    was_converged,
+)
+
+pytestmark = pytest.mark.unit
+
+ACCOUNT = "123456789012"
+NAME = "team/app"
+ARN = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/{NAME}"
+URI = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{NAME}"
+OWNER = owner_tag_value("default", "team", "app")
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+LIFECYCLE_RULES = [
+    {
+        "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countNumber": 7},
+        "description": "old untagged",
+    },
+    {
+        "selection": {
+            "tagStatus": "tagged",
+            "tagPrefixes": ["v", "release-"],
+            "countType": "imageCountMoreThan",
+            "countNumber": 20,
+        }
+    },
+]
+
+
+def spec(**fields: Any) -> EcrRepositorySpec:
+    return EcrRepositorySpec.model_validate({"registry": {"region": "us-east-1"}, **fields})
+
+
+def desired(**fields: Any) -> DesiredRepository:
+    return desired_repository(spec(**fields), repository_name=NAME, owner=OWNER)
+
+
+def description(**changes: Any) -> RepositoryDescription:
+    values: dict[str, Any] = {
+        "name": NAME,
+        "arn": ARN,
+        "uri": URI,
+        "registry_id": ACCOUNT,
+        "image_tag_mutability": "MUTABLE",
+        "exclusion_filters": frozenset(),
+        "scan_on_push": False,
+        "encryption_type": "AES256",
+        "kms_key": None,
+    }
+    return RepositoryDescription(**(values | changes))
+
+
+def observed_as(wanted: DesiredRepository, **changes: Any) -> ObservedRepository:
+    """What AWS holds when it matches ``wanted`` exactly, with ``changes`` applied."""
+    settings = {
+        "image_tag_mutability": wanted.image_tag_mutability,
+        "exclusion_filters": wanted.exclusion_filters,
+        "scan_on_push": wanted.scan_on_push,
+        "encryption_type": wanted.encryption_type,
+        "kms_key": wanted.kms_key,
+    }
+    fields: dict[str, Any] = {
+        "description": description(
+            **{key: changes.pop(key) if key in changes else settings[key] for key in settings}
+        ),
+        "tags": dict(wanted.tags),
+        "lifecycle_policy": json.dumps(wanted.lifecycle_policy) if wanted.lifecycle_policy else None,
+        "repository_policy": json.dumps(wanted.repository_policy) if wanted.repository_policy else None,
+    }
+    return ObservedRepository(**(fields | changes))
+
+
+# --- spec -> desired --------------------------------------------------------------------------------
+
+
+def test_defaults_ask_for_a_plain_repository_owned_by_the_object() -> None:
+    wanted = desired()
+
+    assert (wanted.image_tag_mutability, wanted.scan_on_push, wanted.encryption_type) == (
+        "MUTABLE",
+        False,
+        "AES256",
+    )
+    assert wanted.tags == {OWNER_TAG: OWNER}
+    assert wanted.lifecycle_policy is None
+    assert wanted.repository_policy is None
+    assert wanted.identity_roles == ()
+    assert wanted.adoption is AdoptionPolicy.ADOPT
+    assert wanted.deletion_policy is DeletionPolicy.RETAIN
+
+
+def test_structured_lifecycle_rules_compile_to_an_ecr_policy_in_list_order() -> None:
+    wanted = desired(lifecyclePolicy={"rules": LIFECYCLE_RULES})
+
+    assert wanted.lifecycle_policy == {
+        "rules": [
+            {
+                "rulePriority": 1,
+                "description": "old untagged",
+                "selection": {
+                    "tagStatus": "untagged",
+                    "countType": "sinceImagePushed",
+                    "countUnit": "days",
+                    "countNumber": 7,
+                },
+                "action": {"type": "expire"},
+            },
+            {
+                "rulePriority": 2,
+                "selection": {
+                    "tagStatus": "tagged",
+                    "tagPrefixList": ["v", "release-"],
+                    "countType": "imageCountMoreThan",
+                    "countNumber": 20,
+                },
+                "action": {"type": "expire"},
+            },
+        ]
+    }
+
+
+def test_explicit_priorities_and_tag_patterns_are_kept() -> None:
+    wanted = desired(
+        lifecyclePolicy={
+            "rules": [
+                {
+                    "priority": 10,
+                    "selection": {
+                        "tagStatus": "tagged",
+                        "tagPatterns": ["prod-*"],
+                        "countType": "imageCountMoreThan",
+                        "countNumber": 3,
+                    },
+                },
+                {
+                    "priority": 20,
+                    "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 50},
+                },
+            ]
+        }
+    )
+
+    assert wanted.lifecycle_policy is not None
+    rules = wanted.lifecycle_policy["rules"]
+    assert [rule["rulePriority"] for rule in rules] == [10, 20]
+    assert rules[0]["selection"]["tagPatternList"] == ["prod-*"]
+
+
+def test_raw_lifecycle_policy_is_validated_before_anything_is_sent() -> None:
+    raw = json.dumps(
+        {
+            "rules": [
+                {
+                    "rulePriority": 1,
+                    "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countNumber": 3},
+                    "action": {"type": "expire"},
+                }
+            ]
+        }
+    )
+
+    with pytest.raises(SpecError, match=r"lifecyclePolicy\.raw\.rules\[0\]\.selection\.countUnit"):
+        desired(lifecyclePolicy={"raw": raw})
+
+
+def test_raw_repository_policy_that_is_not_a_policy_is_refused_naming_the_field() -> None:
+    with pytest.raises(SpecError, match=r"access\.policy\.Statement must be"):
+        desired(access={"policy": json.dumps({"Statement": []})})
+
+
+def test_grants_compile_to_a_policy_in_the_region_partition() -> None:
+    grants = {"grants": [{"principals": ["210987654321"], "actions": "pull"}]}
+
+    china = desired_repository(
+        EcrRepositorySpec.model_validate({"registry": {"region": "cn-north-1"}, "access": grants}),
+        repository_name=NAME,
+        owner=OWNER,
+        partition=partition_of("cn-north-1"),
+    )
+
+    assert china.repository_policy is not None
+    assert china.repository_policy["Statement"][0]["Principal"] == {
+        "AWS": ["arn:aws-cn:iam::210987654321:root"]
+    }
+    assert [partition_of(region) for region in ("us-east-1", "us-gov-west-1", "cn-north-1")] == [
+        "aws",
+        "aws-us-gov",
+        "aws-cn",
+    ]
+
+
+def test_identity_policies_only_is_no_repository_policy() -> None:
+    wanted = desired(access={"identityPolicies": [{"roleName": "ci", "actions": "push"}]})
+
+    assert wanted.repository_policy is None
+    assert wanted.identity_roles == (IdentityRole("ci", "push"),)
+
+
+def test_a_role_named_twice_gets_the_union_of_its_access() -> None:
+    wanted = desired(
+        registry={"region": "us-east-1", "accountId": ACCOUNT},
+        access={
+            "identityPolicies": [
+                {"roleName": "deployer", "actions": "pull"},
+                {"roleArn": f"arn:aws:iam::{ACCOUNT}:role/teams/deployer", "actions": "push"},
+                {"roleName": "reader", "actions": "pull"},
+            ]
+        },
+    )
+
+    assert wanted.identity_roles == (
+        IdentityRole("deployer", "pullPush", ACCOUNT),
+        IdentityRole("reader", "pull"),
+    )
+
+
+def test_a_repository_policy_longer_than_ecr_allows_is_refused() -> None:
+    principals = [f"arn:aws:iam::{ACCOUNT}:role/{'r' * 200}-{index}" for index in range(50)]
+
+    with pytest.raises(SpecError, match="longer than ECR's limit"):
+        desired(access={"grants": [{"principals": principals, "actions": "pull"}]})
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("ecrrepository-*.yaml")), ids=lambda path: path.name)
+def test_every_example_translates_into_what_aws_accepts(path: Path) -> None:
+    document = yaml.safe_load(path.read_text())
+    example = EcrRepositorySpec.model_validate(document["spec"])
+    name = example.effective_repository_name(document["metadata"]["name"])
+
+    wanted = desired_repository(example, repository_name=name, owner=OWNER)
+
+    assert wanted.tags[OWNER_TAG] == OWNER
+    assert plan_repository(wanted, observed_as(wanted)).actions == ()
+
+
+# --- tenancy ----------------------------------------------------------------------------------------
+
+
+def test_a_role_outside_the_allow_list_is_refused_before_any_aws_call() -> None:
+    settings = Settings(
+        allowed_role_arns=({"pattern": "arn:aws:iam::*:role/ecr-*", "namespaces": ["team-*"]},)
+    )
+    role = {"region": "us-east-1", "roleArn": f"arn:aws:iam::{ACCOUNT}:role/ecr-admin"}
+
+    allowed = tenancy_refusal(spec(registry=role), NAME, "team-a", settings)
+    other_namespace = tenancy_refusal(spec(registry=role), NAME, "sandbox", settings)
+    other_role = tenancy_refusal(
+        spec(registry={**role, "roleArn": f"arn:aws:iam::{ACCOUNT}:role/admin"}), NAME, "team-a", settings
+    )
+
+    assert allowed is None
+    assert other_namespace is not None
+    assert other_namespace.reason is Reason.ROLE_NOT_ALLOWED
+    assert "sandbox" in other_namespace.message
+    assert other_role is not None
+    assert other_role.reason is Reason.ROLE_NOT_ALLOWED
+
+
+def test_the_namespace_prefix_keeps_tenants_in_their_lane() -> None:
+    settings = Settings(repository_name_prefix="{namespace}/")
+
+    refused = tenancy_refusal(spec(), "billing/app", "team", settings)
+
+    assert tenancy_refusal(spec(), "team/app", "team", settings) is None
+    assert refused == Refusal(
+        Reason.NAME_NOT_ALLOWED,
+        "repository name 'billing/app' must start with 'team/' in namespace team: set spec.repositoryName"
+        " to team/<name>.",
+    )
+
+
+def test_owner_tag_values_are_unambiguous_and_fit_a_tag_value() -> None:
+    long_name = "a" * 253
+    first = owner_tag_value("cluster", "ns", long_name)
+    second = owner_tag_value("cluster", "ns", long_name[:-1] + "b")
+
+    assert owner_tag_value("default", "team", "app") == "default/team/app"
+    assert len(first) == 256
+    assert first != second
+
+
+def test_identity_policy_names_never_collide_and_fit_iam() -> None:
+    assert identity_policy_name("default", "a-b", "c") != identity_policy_name("default", "a", "b-c")
+    assert identity_policy_name("prod", "team", "app") == "ecr-operator.team.app@prod"
+    assert len(identity_policy_name("c" * 128, "n" * 63, "x" * 253)) == 128
+
+
+# --- plan_repository --------------------------------------------------------------------------------
+
+
+def test_an_absent_repository_is_created_with_every_setting_and_its_owner_tag_at_once() -> None:
+    wanted = desired(
+        imageTagMutability="IMMUTABLE_WITH_EXCLUSION",
+        imageTagMutabilityExclusionFilters=[{"filter": "latest"}, {"filter": "dev-*"}],
+        scanOnPush=True,
+        encryption={"type": "KMS", "kmsKey": "alias/ecr"},
+        tags={"team": "a"},
+        lifecyclePolicy={"rules": LIFECYCLE_RULES},
+        access={"grants": [{"principals": ["210987654321"], "actions": "pull"}]},
+    )
+
+    plan = plan_repository(wanted, None)
+
+    assert plan.refusal is None
+    create, put_lifecycle, set_policy = plan.actions
+    assert create == CreateRepository(
+        repository=NAME,
+        image_tag_mutability="IMMUTABLE_WITH_EXCLUSION",
+        exclusion_filters=(("WILDCARD", "dev-*"), ("WILDCARD", "latest")),
+        scan_on_push=True,
+        encryption_type="KMS",
+        kms_key="alias/ecr",
+        tags=((OWNER_TAG, OWNER), ("team", "a")),
+    )
+    assert isinstance(put_lifecycle, PutLifecyclePolicy)
+    assert isinstance(set_policy, SetRepositoryPolicy)
+
+
+def test_a_new_repository_without_policies_needs_no_policy_calls() -> None:
+    [create] = plan_repository(desired(), None).actions
+
+    assert isinstance(create, CreateRepository)
+
+
+def test_a_converged_repository_plans_nothing() -> None:
+    wanted = desired(
+        imageTagMutability="MUTABLE_WITH_EXCLUSION",
+        imageTagMutabilityExclusionFilters=[{"filter": "latest"}],
+        scanOnPush=True,
+        tags={"team": "a"},
+        lifecyclePolicy={"rules": LIFECYCLE_RULES},
+        access={"grants": [{"principals": ["210987654321"], "actions": "pull"}]},
+    )
+
+    assert plan_repository(wanted, observed_as(wanted)).actions == ()
+
+
+def test_another_objects_repository_is_a_conflict_and_nothing_is_touched() -> None:
+    wanted = desired(tags={"team": "a"})
+    taken = observed_as(wanted, tags={OWNER_TAG: "default/other/app"}, scan_on_push=True)
+
+    plan = plan_repository(wanted, taken)
+
+    assert plan.actions == ()
+    assert plan.refusal is not None
+    assert plan.refusal.reason is Reason.CONFLICT
+    assert "EcrRepository other/app of cluster 'default'" in plan.refusal.message
+
+
+def test_the_same_object_name_in_another_cluster_is_a_conflict() -> None:
+    wanted = desired()
+    plan = plan_repository(wanted, observed_as(wanted, tags={OWNER_TAG: "prod/team/app"}))
+
+    assert plan.refusal is not None
+    assert plan.refusal.reason is Reason.CONFLICT
+
+
+def test_an_unowned_repository_is_claimed_first_then_converged() -> None:
+    wanted = desired(tags={"team": "a"}, scanOnPush=True)
+    unowned = observed_as(wanted, tags={"legacy": "yes"}, scan_on_push=False)
+
+    plan = plan_repository(wanted, unowned)
+
+    assert plan.actions == (
+        ClaimRepository(ARN, OWNER),
+        PutImageScanningConfiguration(NAME, scan_on_push=True),
+        TagRepository(ARN, (("team", "a"),)),
+        UntagRepository(ARN, ("legacy",)),
+    )
+
+
+def test_adoption_fail_refuses_an_existing_unowned_repository() -> None:
+    wanted = desired(adoption="Fail")
+
+    plan = plan_repository(wanted, observed_as(wanted, tags={}))
+
+    assert plan.actions == ()
+    assert plan.refusal is not None
+    assert plan.refusal.reason is Reason.ADOPTION_REFUSED
+
+
+def test_an_owner_tag_removed_outside_the_operator_is_put_back_not_adopted() -> None:
+    wanted = desired(adoption="Fail")
+
+    plan = plan_repository(wanted, observed_as(wanted, tags={}), managed_arn=ARN)
+
+    assert plan.refusal is None
+    assert plan.actions == (TagRepository(ARN, ((OWNER_TAG, OWNER),)),)
+
+
+@pytest.mark.parametrize(
+    ("encryption", "actual", "mismatch"),
+    [
+        ({}, {"encryption_type": "KMS", "kms_key": "arn:aws:kms:us-east-1:1:key/x"}, True),
+        (
+            {"type": "KMS"},
+            {"encryption_type": "KMS", "kms_key": "arn:aws:kms:us-east-1:1:key/managed"},
+            False,
+        ),
+        (
+            {"type": "KMS", "kmsKey": "alias/team"},
+            {"encryption_type": "KMS", "kms_key": "arn:aws:kms:r:1:key/k"},
+            False,
+        ),
+        (
+            {"type": "KMS", "kmsKey": "0e4d7f3c-0000-4000-8000-000000000000"},
+            {"encryption_type": "KMS", "kms_key": "arn:aws:kms:r:1:key/0e4d7f3c-0000-4000-8000-000000000000"},
+            False,
+        ),
+        (
+            {"type": "KMS", "kmsKey": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/wanted"},
+            {"encryption_type": "KMS", "kms_key": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/other"},
+            True,
+        ),
+        ({"type": "KMS_DSSE"}, {"encryption_type": "KMS"}, True),
+    ],
+)
+def test_encryption_that_cannot_be_changed_is_reported_not_touched(
+    encryption: dict[str, str], actual: dict[str, str], mismatch: bool
+) -> None:
+    wanted = desired(encryption=encryption)
+
+    plan = plan_repository(wanted, observed_as(wanted, **actual))
+
+    if mismatch:
+        assert plan.actions == ()
+        assert plan.refusal is not None
+        assert plan.refusal.reason is Reason.ENCRYPTION_MISMATCH
+    else:
+        assert plan == plan_repository(wanted, observed_as(wanted))
+
+
+def test_tag_mutability_and_its_filters_converge_in_one_call() -> None:
+    wanted = desired(
+        imageTagMutability="IMMUTABLE_WITH_EXCLUSION",
+        imageTagMutabilityExclusionFilters=[{"filter": "latest"}, {"filter": "dev-*"}],
+    )
+    filters_reordered = observed_as(
+        wanted, exclusion_filters=frozenset({("WILDCARD", "dev-*"), ("WILDCARD", "latest")})
+    )
+    filter_changed = observed_as(wanted, exclusion_filters=frozenset({("WILDCARD", "latest")}))
+    was_mutable = observed_as(wanted, image_tag_mutability="MUTABLE", exclusion_filters=frozenset())
+
+    assert plan_repository(wanted, filters_reordered).actions == ()
+    expected = PutImageTagMutability(
+        NAME, "IMMUTABLE_WITH_EXCLUSION", (("WILDCARD", "dev-*"), ("WILDCARD", "latest"))
+    )
+    assert plan_repository(wanted, filter_changed).actions == (expected,)
+    assert plan_repository(wanted, was_mutable).actions == (expected,)
+
+
+def test_leaving_an_exclusion_mode_drops_the_filters() -> None:
+    wanted = desired(imageTagMutability="IMMUTABLE")
+    with_filters = observed_as(
+        wanted,
+        image_tag_mutability="IMMUTABLE_WITH_EXCLUSION",
+        exclusion_filters=frozenset({("WILDCARD", "x")}),
+    )
+
+    assert plan_repository(wanted, with_filters).actions == (PutImageTagMutability(NAME, "IMMUTABLE", ()),)
+
+
+def test_tags_change_by_delta_only() -> None:
+    wanted = desired(tags={"team": "a", "env": "prod", "cost": "1"})
+    current = {
+        OWNER_TAG: OWNER,
+        "team": "a",
+        "env": "dev",
+        "added-by-hand": "x",
+        "aws:cloudformation:stack-name": "s",
+    }
+
+    actions = plan_repository(wanted, observed_as(wanted, tags=current)).actions
+
+    assert actions == (
+        TagRepository(ARN, (("cost", "1"), ("env", "prod"))),
+        UntagRepository(ARN, ("added-by-hand",)),
+    )
+
+
+def test_tag_order_is_not_a_difference() -> None:
+    wanted = desired(tags={"b": "2", "a": "1"})
+    reordered = dict(reversed(list(wanted.tags.items())))
+
+    assert plan_repository(wanted, observed_as(wanted, tags=reordered)).actions == ()
+
+
+@given(
+    st.dictionaries(st.sampled_from("abcdef"), st.sampled_from("xyz"), max_size=6),
+    st.dictionaries(st.sampled_from("abcdefgh"), st.sampled_from("xyz"), max_size=8),
+)
+def test_applying_the_tag_delta_gives_exactly_the_wanted_tags(
+    wanted_tags: dict[str, str], current_tags: dict[str, str]
+) -> None:
+    wanted = desired(tags=wanted_tags)
+    current = {**current_tags, OWNER_TAG: OWNER}
+
+    tags = dict(current)
+    for action in plan_repository(wanted, observed_as(wanted, tags=current)).actions:
+        if isinstance(action, TagRepository):
+            tags.update(action.tags)
+        elif isinstance(action, UntagRepository):
+            for key in action.keys:
+                del tags[key]
+
+    assert tags == dict(wanted.tags)
+
+
+def test_no_lifecycle_policy_in_the_spec_removes_the_one_in_aws() -> None:
+    wanted = desired()
+    stray = observed_as(wanted, lifecycle_policy=json.dumps({"rules": []}))
+
+    assert plan_repository(wanted, stray).actions == (DeleteLifecyclePolicy(NAME),)
+
+
+def test_lifecycle_policies_are_compared_semantically() -> None:
+    wanted = desired(lifecyclePolicy={"rules": LIFECYCLE_RULES})
+    assert wanted.lifecycle_policy is not None
+    rules = wanted.lifecycle_policy["rules"]
+    reshaped = {
+        "rules": [
+            {**rules[1], "selection": {**rules[1]["selection"], "tagPrefixList": ["release-", "v"]}},
+            {**rules[0], "description": rules[0]["description"]},
+        ]
+    }
+    changed = {"rules": [rules[0], {**rules[1], "selection": {**rules[1]["selection"], "countNumber": 21}}]}
+
+    assert (
+        plan_repository(wanted, observed_as(wanted, lifecycle_policy=json.dumps(reshaped, indent=2))).actions
+        == ()
+    )
+    [action] = plan_repository(wanted, observed_as(wanted, lifecycle_policy=json.dumps(changed))).actions
+    assert isinstance(action, PutLifecyclePolicy)
+    assert json.loads(action.text) == wanted.lifecycle_policy
+
+
+def test_a_lifecycle_policy_aws_holds_that_is_not_one_is_replaced() -> None:
+    wanted = desired(lifecyclePolicy={"rules": LIFECYCLE_RULES})
+
+    [action] = plan_repository(wanted, observed_as(wanted, lifecycle_policy="not json")).actions
+
+    assert isinstance(action, PutLifecyclePolicy)
+
+
+def test_no_access_in_the_spec_removes_the_repository_policy_in_aws() -> None:
+    wanted = desired()
+    stray = observed_as(wanted, repository_policy=json.dumps({"Statement": [{"Effect": "Allow"}]}))
+
+    assert plan_repository(wanted, stray).actions == (DeleteRepositoryPolicy(NAME),)
+
+
+# The shapes AWS (or a human with the console) returns for the same policy: statements re-ordered,
+# one-element lists collapsed, accounts spelled as root ARNs, Version defaulted, whitespace.
+POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "Pull",
+            "Effect": "Allow",
+            "Principal": {"AWS": ["111122223333", "arn:aws:iam::444455556666:role/r"]},
+            "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+        },
+        {
+            "Sid": "Org",
+            "Effect": "Allow",
+            "Principal": "*",
+            "Action": "ecr:BatchGetImage",
+            "Condition": {"StringEquals": {"aws:PrincipalOrgID": ["o-aaaaaaaaaa", "o-bbbbbbbbbb"]}},
+        },
+    ],
+}
+EQUIVALENT_POLICIES = {
+    "statements-reordered": {**POLICY, "Statement": list(reversed(POLICY["Statement"]))},
+    "account-as-root-arn": {
+        **POLICY,
+        "Statement": [
+            {
+                **POLICY["Statement"][0],
+                "Principal": {"AWS": ["arn:aws:iam::444455556666:role/r", "arn:aws:iam::111122223333:root"]},
+            },
+            POLICY["Statement"][1],
+        ],
+    },
+    "single-values-as-lists": {
+        **POLICY,
+        "Statement": [POLICY["Statement"][0], {**POLICY["Statement"][1], "Action": ["ecr:BatchGetImage"]}],
+    },
+    "list-order": {
+        **POLICY,
+        "Statement": [
+            {**POLICY["Statement"][0], "Action": ["ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"]},
+            {
+                **POLICY["Statement"][1],
+                "Condition": {"StringEquals": {"aws:PrincipalOrgID": ["o-bbbbbbbbbb", "o-aaaaaaaaaa"]}},
+            },
+        ],
+    },
+    "star-principal-as-aws-star": {
+        **POLICY,
+        "Statement": [POLICY["Statement"][0], {**POLICY["Statement"][1], "Principal": {"AWS": "*"}}],
+    },
+    "version-left-out": {"Statement": POLICY["Statement"]},
+}
+DIFFERENT_POLICIES = {
+    "principal-removed": {
+        **POLICY,
+        "Statement": [
+            {**POLICY["Statement"][0], "Principal": {"AWS": ["111122223333"]}},
+            POLICY["Statement"][1],
+        ],
+    },
+    "action-added": {
+        **POLICY,
+        "Statement": [
+            POLICY["Statement"][0],
+            {**POLICY["Statement"][1], "Action": ["ecr:BatchGetImage", "ecr:PutImage"]},
+        ],
+    },
+    "effect-flipped": {
+        **POLICY,
+        "Statement": [POLICY["Statement"][0], {**POLICY["Statement"][1], "Effect": "Deny"}],
+    },
+    "old-version": {**POLICY, "Version": "2008-10-17"},
+    "statement-dropped": {**POLICY, "Statement": POLICY["Statement"][:1]},
+}
+
+
+@pytest.mark.parametrize("shape", sorted(EQUIVALENT_POLICIES))
+def test_a_policy_aws_reshaped_is_not_rewritten(shape: str) -> None:
+    wanted = desired(access={"policy": json.dumps(POLICY)})
+    text = json.dumps(EQUIVALENT_POLICIES[shape], indent=4)
+
+    assert plan_repository(wanted, observed_as(wanted, repository_policy=text)).actions == ()
+
+
+@pytest.mark.parametrize("change", sorted(DIFFERENT_POLICIES))
+def test_a_policy_changed_in_meaning_is_put_back(change: str) -> None:
+    wanted = desired(access={"policy": json.dumps(POLICY)})
+    text = json.dumps(DIFFERENT_POLICIES[change])
+
+    [action] = plan_repository(wanted, observed_as(wanted, repository_policy=text)).actions
+
+    assert action == SetRepositoryPolicy(NAME, render_policy(POLICY))
+
+
+def test_compiled_grants_are_not_rewritten_when_aws_returns_them_reshaped() -> None:
+    wanted = desired(access={"grants": [{"principals": ["210987654321", "o-abcdefghij"], "actions": "pull"}]})
+    assert wanted.repository_policy is not None
+    statements = wanted.repository_policy["Statement"]
+    as_aws_returns = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {**statements[1], "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-abcdefghij"}}},
+            {**statements[0], "Principal": {"AWS": "arn:aws:iam::210987654321:root"}},
+        ],
+    }
+
+    assert (
+        plan_repository(wanted, observed_as(wanted, repository_policy=json.dumps(as_aws_returns))).actions
+        == ()
+    )
+
+
+def test_a_repository_policy_aws_holds_that_is_not_json_is_replaced() -> None:
+    wanted = desired(access={"policy": json.dumps(POLICY)})
+
+    assert plan_repository(wanted, observed_as(wanted, repository_policy="{")).actions == (
+        SetRepositoryPolicy(NAME, render_policy(POLICY)),
+    )
+
+
+def test_actions_come_in_a_stable_order_and_name_what_they_change() -> None:
+    wanted = desired(
+        scanOnPush=True,
+        imageTagMutability="IMMUTABLE",
+        tags={"a": "1"},
+        access={"policy": json.dumps(POLICY)},
+    )
+    everything_off = observed_as(
+        wanted, tags={}, scan_on_push=False, image_tag_mutability="MUTABLE", repository_policy=None
+    )
+
+    actions = plan_repository(wanted, everything_off).actions
+
+    assert changed_aspects(actions) == (
+        "ownership",
+        "image tag mutability",
+        "scan on push",
+        "tags",
+        "repository policy",
+    )
+
+
+# --- identity policies ------------------------------------------------------------------------------
+
+POLICY_NAME = identity_policy_name("default", "team", "app")
+
+
+def test_identity_policies_are_put_where_missing_or_different_and_removed_where_no_longer_wanted() -> None:
+    roles = (IdentityRole("reader", "pull"), IdentityRole("writer", "push"))
+    reader, writer, gone = (ManagedPolicy(name, POLICY_NAME) for name in ("reader", "writer", "gone"))
+    observed = {
+        reader: identity_policy_document(ARN, "pull"),
+        writer: identity_policy_document(ARN, "pull"),  # someone downgraded it
+    }
+
+    plan = plan_identity_policies(
+        roles, policy_name=POLICY_NAME, repository=description(), managed=(reader, gone), observed=observed
+    )
+
+    assert plan.refusal is None
+    assert plan.actions == (
+        PutRolePolicy("writer", POLICY_NAME, render_policy(identity_policy_document(ARN, "push"))),
+        DeleteRolePolicy("gone", POLICY_NAME),
+    )
+    assert managed_after((reader, gone), plan.actions) == (reader, writer)
+
+
+def test_an_identity_policy_iam_returns_reshaped_is_not_rewritten() -> None:
+    document = identity_policy_document(ARN, "pull")
+    reshaped = {"Version": document["Version"], "Statement": list(reversed(document["Statement"]))}
+    reshaped["Statement"][0] = {**reshaped["Statement"][0], "Action": [document["Statement"][1]["Action"]]}
+    reader = ManagedPolicy("reader", POLICY_NAME)
+
+    plan = plan_identity_policies(
+        (IdentityRole("reader", "pull"),),
+        policy_name=POLICY_NAME,
+        repository=description(),
+        managed=(reader,),
+        observed={reader: reshaped},
+    )
+
+    assert plan.actions == ()
+
+
+def test_the_identity_policy_grants_the_repository_and_the_registry_login_only() -> None:
+    document = identity_policy_document(ARN, "pull")
+
+    assert document["Statement"] == [
+        {
+            "Sid": "EcrOperatorRepositoryAccess",
+            "Effect": "Allow",
+            "Action": list(PULL_ACTIONS),
+            "Resource": ARN,
+        },
+        {
+            "Sid": "EcrOperatorAuthorizationToken",
+            "Effect": "Allow",
+            "Action": "ecr:GetAuthorizationToken",
+            "Resource": "*",
+        },
+    ]
+
+
+def test_a_role_of_another_account_is_refused() -> None:
+    plan = plan_identity_policies(
+        (IdentityRole("deployer", "pull", "999999999999"),),
+        policy_name=POLICY_NAME,
+        repository=description(),
+        managed=(),
+        observed={},
+    )
+
+    assert plan.actions == ()
+    assert plan.refusal is not None
+    assert plan.refusal.reason is Reason.INVALID_SPEC
+    assert "deployer" in plan.refusal.message
+
+
+def test_managed_policies_round_trip_through_status() -> None:
+    status = {
+        "identityPolicies": [
+            {"roleName": "b", "policyName": "p"},
+            {"roleName": "a", "policyName": "p"},
+            {"bogus": 1},
+        ]
+    }
+
+    assert managed_policies_in(status) == (ManagedPolicy("a", "p"), ManagedPolicy("b", "p"))
+    assert managed_policies_in(None) == ()
+
+
+# --- deletion ---------------------------------------------------------------------------------------
+
+
+def owned(tags: dict[str, str] | None = None) -> ObservedRepository:
+    return ObservedRepository(description(), {OWNER_TAG: OWNER} if tags is None else tags)
+
+
+@pytest.mark.parametrize(
+    ("policy", "outcome", "repository_action"),
+    [
+        (DeletionPolicy.RETAIN, "retain", None),
+        (DeletionPolicy.DELETE_IF_EMPTY, "delete", DeleteRepository(NAME, force=False)),
+        (DeletionPolicy.FORCE_DELETE, "delete", DeleteRepository(NAME, force=True)),
+    ],
+)
+def test_deletion_follows_the_deletion_policy_and_always_removes_identity_policies(
+    policy: DeletionPolicy, outcome: str, repository_action: DeleteRepository | None
+) -> None:
+    plan = plan_deletion(
+        repository_name=NAME,
+        deletion_policy=policy,
+        owner=OWNER,
+        observed=owned(),
+        policies=[ManagedPolicy("r", "p")],
+    )
+
+    assert plan.outcome == outcome
+    assert plan.actions[0] == DeleteRolePolicy("r", "p")
+    assert plan.actions[1:] == ((repository_action,) if repository_action else ())
+
+
+@pytest.mark.parametrize("tags", [{OWNER_TAG: "default/other/app"}, {}], ids=["other-owner", "no-owner-tag"])
+def test_force_delete_never_deletes_a_repository_that_is_not_provably_the_objects(
+    tags: dict[str, str],
+) -> None:
+    plan = plan_deletion(
+        repository_name=NAME,
+        deletion_policy=DeletionPolicy.FORCE_DELETE,
+        owner=OWNER,
+        observed=owned(tags),
+        policies=[],
+    )
+
+    assert plan.outcome == "not-owned"
+    assert plan.actions == ()
+
+
+def test_retain_needs_no_look_at_the_repository() -> None:
+    plan = plan_deletion(
+        repository_name=NAME, deletion_policy=DeletionPolicy.RETAIN, owner=OWNER, observed=None, policies=[]
+    )
+
+    assert (plan.outcome, plan.actions) == ("retain", ())
+
+
+def test_deleting_an_object_whose_repository_is_gone_only_removes_its_policies() -> None:
+    plan = plan_deletion(
+        repository_name=NAME,
+        deletion_policy=DeletionPolicy.FORCE_DELETE,
+        owner=OWNER,
+        observed=None,
+        policies=[],
+    )
+
+    assert (plan.outcome, plan.actions) == ("gone", ())
+
+
+# --- failures ---------------------------------------------------------------------------------------
+
+
+def test_throttling_and_outages_are_transient() -> None:
+    throttled = classify_aws_failure(
+        "ecr", "CreateRepository", "ThrottlingException", "Rate exceeded", throttled=True
+    )
+    unavailable = classify_aws_failure("ecr", "CreateRepository", "InternalFailure", "oops", http_status=500)
+    network = classify_aws_failure("ecr", "CreateRepository", "NetworkError", "connection reset")
+
+    assert (throttled.reason, throttled.kind) == (Reason.THROTTLED, "transient")
+    assert (unavailable.reason, unavailable.kind) == (Reason.AWS_UNAVAILABLE, "transient")
+    assert network.kind == "transient"
+
+
+def test_access_denied_names_the_missing_permission() -> None:
+    denied = classify_aws_failure(
+        "ecr", "PutLifecyclePolicy", "AccessDeniedException", "User: arn:aws:iam::1:role/op is not authorized"
+    )
+    create = classify_aws_failure("ecr", "CreateRepository", "AccessDeniedException", "no")
+    iam = classify_aws_failure("iam", "PutRolePolicy", "AccessDenied", "no")
+
+    assert denied.reason is Reason.ACCESS_DENIED
+    assert denied.kind == "failed"
+    assert "may not call ecr:PutLifecyclePolicy" in denied.message
+    assert "is not authorized" in denied.message
+    assert "ecr:TagResource" in create.message
+    assert "iam:PutRolePolicy" in iam.message
+
+
+@pytest.mark.parametrize(
+    ("operation", "code", "reason"),
+    [
+        ("CreateRepository", "KmsException", Reason.KMS_KEY_INVALID),
+        ("SetRepositoryPolicy", "InvalidParameterException", Reason.POLICY_REJECTED),
+        ("PutRolePolicy", "MalformedPolicyDocument", Reason.POLICY_REJECTED),
+        ("PutLifecyclePolicy", "InvalidParameterException", Reason.LIFECYCLE_POLICY_REJECTED),
+        ("CreateRepository", "InvalidParameterException", Reason.INVALID_PARAMETER),
+        ("PutRolePolicy", "NoSuchEntity", Reason.ROLE_NOT_FOUND),
+        ("PutRolePolicy", "LimitExceeded", Reason.LIMIT_EXCEEDED),
+        ("TagResource", "TooManyTagsException", Reason.LIMIT_EXCEEDED),
+        ("CreateRepository", "SomethingNew", Reason.AWS_ERROR),
+    ],
+)
+def test_user_actionable_failures_get_their_own_reason(operation: str, code: str, reason: Reason) -> None:
+    problem = classify_aws_failure("ecr", operation, code, "details")
+
+    assert (problem.reason, problem.kind) == (reason, "failed")
+    assert "details" in problem.message
+
+
+def test_long_aws_messages_are_shortened() -> None:
+    problem = classify_aws_failure("ecr", "SetRepositoryPolicy", "InvalidParameterException", "x" * 5000)
+
+    assert len(problem.message) < 700
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_a_cap() -> None:
+    low, high = (lambda: 0.0), (lambda: 0.999)
+
+    assert [backoff_delay(retry, low) for retry in range(4)] == [2.5, 5.0, 10.0, 20.0]
+    assert backoff_delay(0, high) < 5.0
+    assert backoff_delay(50, high) <= 300.0
+    assert backoff_delay(50, low) == 150.0
+    delays = {round(backoff_delay(3, random.Random(seed).random), 3) for seed in range(20)}
+    assert len(delays) > 10
+
+
+# --- status and Events ------------------------------------------------------------------------------
+
+CREATED = SyncResult(
+    repository=description(),
+    applied=(plan_repository(desired(), None).actions[0],),
+    managed_policies=(),
+)
+
+
+def conditions_of(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {entry["type"]: (entry["status"], entry["reason"]) for entry in status["conditions"]}
+
+
+def test_a_created_repository_reports_ready_with_uri_and_sync_time() -> None:
+    patch = repository_status_patch({}, CREATED, generation=1, now=NOW, drift=False)
+
+    assert patch is not None
+    assert conditions_of(patch) == {"Ready": ("True", "RepositoryReady"), "Synced": ("True", "UpToDate")}
+    assert patch["repositoryUri"] == URI
+    assert patch["repositoryArn"] == ARN
+    assert patch["registryId"] == ACCOUNT
+    assert patch["observedGeneration"] == 1
+    assert patch["lastSyncTime"] == "2026-01-02T03:04:05Z"
+    assert "driftCorrections" not in patch
+    assert "identityPolicies" not in patch
+
+
+def test_an_idle_pass_writes_nothing_and_moves_no_timestamp() -> None:
+    status = repository_status_patch({}, CREATED, generation=1, now=NOW, drift=False)
+    assert status is not None
+
+    idle = SyncResult(repository=description(), managed_policies=())
+
+    assert (
+        repository_status_patch(status, idle, generation=1, now=NOW + timedelta(hours=1), drift=True) is None
+    )
+
+
+def test_drift_repairs_are_counted_per_aspect() -> None:
+    status = {"driftCorrections": 2, "observedGeneration": 1}
+    repaired = SyncResult(
+        repository=description(),
+        applied=(
+            TagRepository(ARN, (("a", "1"),)),
+            UntagRepository(ARN, ("b",)),
+            DeleteLifecyclePolicy(NAME),
+        ),
+    )
+
+    patch = repository_status_patch(status, repaired, generation=1, now=NOW, drift=True)
+
+    assert patch is not None
+    assert patch["driftCorrections"] == 4
+
+
+def test_a_refused_object_advertises_no_repository() -> None:
+    status = repository_status_patch({}, CREATED, generation=1, now=NOW, drift=False)
+    assert status is not None
+    conflict = SyncResult(problem=Problem(Reason.CONFLICT, "taken", "refused"))
+
+    patch = repository_status_patch(status, conflict, generation=2, now=NOW, drift=False)
+
+    assert patch is not None
+    assert conditions_of(patch) == {"Ready": ("False", "Conflict"), "Synced": ("False", "Conflict")}
+    assert (patch["repositoryUri"], patch["repositoryArn"], patch["registryId"]) == (None, None, None)
+
+
+def test_a_transient_error_leaves_a_working_repository_ready() -> None:
+    status = repository_status_patch({}, CREATED, generation=1, now=NOW, drift=False)
+    assert status is not None
+    throttled = SyncResult(
+        repository=description(), problem=Problem(Reason.THROTTLED, "slow down", "transient")
+    )
+
+    patch = repository_status_patch(status, throttled, generation=1, now=NOW, drift=True)
+
+    assert patch is not None
+    assert conditions_of(patch) == {"Ready": ("True", "RepositoryReady"), "Synced": ("False", "Throttled")}
+
+
+def test_a_transient_error_does_not_mark_the_generation_reconciled() -> None:
+    status = repository_status_patch({}, CREATED, generation=1, now=NOW, drift=False)
+    assert status is not None
+    throttled = SyncResult(
+        repository=description(), problem=Problem(Reason.THROTTLED, "slow down", "transient")
+    )
+    denied = SyncResult(repository=description(), problem=Problem(Reason.ACCESS_DENIED, "no", "failed"))
+
+    assert "observedGeneration" not in (
+        repository_status_patch(status, throttled, generation=2, now=NOW, drift=False) or {}
+    )
+    assert (repository_status_patch(status, denied, generation=2, now=NOW, drift=False) or {})[
+        "observedGeneration"
+    ] == 2
+
+
+def test_a_transient_error_before_the_repository_exists_is_not_ready() -> None:
+    throttled = SyncResult(problem=Problem(Reason.THROTTLED, "slow down", "transient"))
+
+    conditions = repository_conditions(throttled, 1, {})
+
+    assert [(c.type, c.status, c.reason) for c in conditions] == [
+        ("Ready", "False", "Throttled"),
+        ("Synced", "False", "Throttled"),
+    ]
+
+
+def test_identity_policies_in_status_change_only_when_they_do() -> None:
+    put = SyncResult(repository=description(), managed_policies=(ManagedPolicy("r", "p"),))
+    status: dict[str, Any] = {"identityPolicies": [{"roleName": "r", "policyName": "p"}]}
+
+    assert repository_status_patch({}, put, generation=1, now=NOW, drift=False)["identityPolicies"] == [
+        {"roleName": "r", "policyName": "p"}
+    ]
+    assert "identityPolicies" not in (
+        repository_status_patch(status, put, generation=1, now=NOW, drift=False) or {}
+    )
+    removed = SyncResult(repository=description(), managed_policies=())
+    assert (
+        repository_status_patch(status, removed, generation=1, now=NOW, drift=False)["identityPolicies"]
+        is None
+    )
+
+
+def test_converged_means_this_generation_synced() -> None:
+    status = repository_status_patch({}, CREATED, generation=3, now=NOW, drift=False)
+
+    assert was_converged(status, 3)
+    assert not was_converged(status, 4)
+    assert not was_converged({}, 1)
+
+
+def test_events_announce_real_changes_once() -> None:
+    updated = SyncResult(repository=description(), applied=(PutImageScanningConfiguration(NAME, True),))
+    adopted = SyncResult(
+        repository=description(), applied=(ClaimRepository(ARN, OWNER), TagRepository(ARN, ()))
+    )
+    idle = SyncResult(repository=description())
+
+    assert [(e.type, e.reason) for e in repository_events({}, CREATED, drift=False)] == [
+        ("Normal", "RepositoryCreated")
+    ]
+    assert repository_events({}, updated, drift=False)[0].message == f"Updated scan on push of {URI}."
+    assert (
+        repository_events({}, adopted, drift=False)[0].message
+        == f"Adopted ECR repository {URI} and updated tags."
+    )
+    [drift] = repository_events({}, updated, drift=True)
+    assert (drift.type, drift.reason) == ("Warning", "DriftCorrected")
+    assert "scan on push" in drift.message
+    assert repository_events({}, idle, drift=True) == []
+
+
+def test_a_failure_is_announced_when_it_starts_not_on_every_retry() -> None:
+    denied = SyncResult(problem=Problem(Reason.ACCESS_DENIED, "no", "failed"))
+    status = {
+        "conditions": repository_status_patch({}, denied, generation=1, now=NOW, drift=False)["conditions"]
+    }
+
+    assert [(e.type, e.reason) for e in repository_events({}, denied, drift=False)] == [
+        ("Warning", "AccessDenied")
+    ]
+    assert repository_events(status, denied, drift=False) == []
+    assert [
+        (e.type, e.reason)
+        for e in repository_events(status, SyncResult(repository=description()), drift=False)
+    ] == [("Normal", "RepositoryRecovered")]
