@@ -1,0 +1,732 @@
+"""Pull secrets, decided: which namespaces need which registries' credentials, and the writes that do it.
+
+Pure. Views of Namespaces, ServiceAccounts, the operator's own Secrets and EcrRepositories (kept by kopf
+indexes) and the tokens the cache currently serves go in; a plan of small writes comes out.
+
+Demand has two sources. The admin's cluster-wide configuration reaches every namespace its selector picks;
+``EcrRepository.spec.pullSecret`` reaches its own namespace only, so a tenant's object can never put a
+secret anywhere else. Secrets are identified by (namespace, name): the default name is the namespace's one
+merged secret, and ``pullSecret.secretName`` asks for a separate secret (merged with any other demand that
+names it). The operator only ever touches Secrets carrying its labels and ServiceAccount references it
+recorded as its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fnmatch
+import json
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from ecr_operator.api.common import GROUP, LabelSelector, LabelSelectorOperator, RegistryIdentity
+from ecr_operator.api.repository import PullSecret
+from ecr_operator.aws.session import AwsIdentity
+from ecr_operator.aws.tokens import IdentityToken, RefreshProblem, TokenStatus
+from ecr_operator.conditions import DesiredCondition, StatusValue, conditions_patch, format_time
+from ecr_operator.config import PullSecretSettings, ServiceAccountSelector
+
+SECRET_TYPE = "kubernetes.io/dockerconfigjson"  # noqa: S105 -- a Secret type name
+DOCKER_CONFIG_KEY = ".dockerconfigjson"
+MANAGED_LABELS: Mapping[str, str] = {
+    "app.kubernetes.io/managed-by": "ecr-operator",
+    # Its own label: other Secrets the operator may create one day must never look like pull secrets.
+    f"{GROUP}/pull-secret": "true",
+}
+MANAGED_SECRET_SELECTOR = ",".join(f"{key}={value}" for key, value in MANAGED_LABELS.items())
+REGISTRIES_ANNOTATION = f"{GROUP}/registries"
+REFRESHED_AT_ANNOTATION = f"{GROUP}/refreshed-at"
+EXPIRES_AT_ANNOTATION = f"{GROUP}/expires-at"
+REFRESH_ERROR_ANNOTATION = f"{GROUP}/refresh-error"
+SERVICE_ACCOUNT_ANNOTATION = f"{GROUP}/image-pull-secrets"
+"""On a ServiceAccount: the imagePullSecrets entries the operator added (and so may remove)."""
+
+# Condition type and reasons (names, not credentials).
+PULL_SECRET_CONDITION = "PullSecretReady"  # noqa: S105
+SECRET_UP_TO_DATE = "SecretUpToDate"  # noqa: S105
+TOKEN_PENDING = "TokenPending"  # noqa: S105
+ROLE_NOT_ALLOWED = "RoleNotAllowed"
+SECRET_NAME_CONFLICT = "SecretNameConflict"  # noqa: S105
+TOKEN_REFRESH_RECOVERED = "TokenRefreshRecovered"  # noqa: S105
+
+_ROLE_ACCOUNT = re.compile(r"^arn:aws[a-z-]*:iam::([0-9]{12}):role/")
+
+
+def ecr_registry_host(account_id: str, region: str) -> str:
+    """The registry host pods name in their images, e.g. ``123456789012.dkr.ecr.us-east-1.amazonaws.com``."""
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"{account_id}.dkr.ecr.{region}.{suffix}"
+
+
+def namespace_served(name: str, patterns: Collection[str]) -> bool:
+    """Whether the operator serves ``name`` (``ECR_OPERATOR_NAMESPACES`` globs; none means all of them)."""
+    return not patterns or any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def label_selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
+    """Kubernetes label-selector semantics; an empty selector matches everything."""
+    if any(labels.get(key) != value for key, value in (selector.match_labels or {}).items()):
+        return False
+    for requirement in selector.match_expressions or ():
+        present = requirement.key in labels
+        value = labels.get(requirement.key)
+        values = requirement.values or []
+        match requirement.operator:
+            case LabelSelectorOperator.IN:
+                satisfied = present and value in values
+            case LabelSelectorOperator.NOT_IN:
+                satisfied = not present or value not in values
+            case LabelSelectorOperator.EXISTS:
+                satisfied = present
+            case LabelSelectorOperator.DOES_NOT_EXIST:
+                satisfied = not present
+        if not satisfied:
+            return False
+    return True
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(name.strip() for name in text.split(",") if name.strip())
+
+
+def _string_map(value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(key): str(item) for key, item in value.items() if item is not None}
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+# --- views of cluster objects ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NamespaceView:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    terminating: bool = False
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> NamespaceView:
+        metadata = body.get("metadata") or {}
+        terminating = (
+            bool(metadata.get("deletionTimestamp"))
+            or (body.get("status") or {}).get("phase") == "Terminating"
+        )
+        return cls(str(metadata.get("name", "")), _string_map(metadata.get("labels")), terminating)
+
+
+@dataclass(frozen=True)
+class ServiceAccountView:
+    name: str
+    resource_version: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    image_pull_secrets: tuple[str, ...] = ()
+    managed: frozenset[str] = frozenset()
+    """References the operator added, from its annotation."""
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ServiceAccountView:
+        metadata = body.get("metadata") or {}
+        annotations = _string_map(metadata.get("annotations"))
+        references = tuple(
+            str(entry["name"])
+            for entry in body.get("imagePullSecrets") or ()
+            if isinstance(entry, Mapping) and entry.get("name")
+        )
+        return cls(
+            name=str(metadata.get("name", "")),
+            resource_version=str(metadata.get("resourceVersion", "")),
+            labels=_string_map(metadata.get("labels")),
+            image_pull_secrets=references,
+            managed=_names(annotations.get(SERVICE_ACCOUNT_ANNOTATION, "")),
+        )
+
+
+@dataclass(frozen=True)
+class SecretView:
+    """One of the operator's own pull secrets (it carries ``MANAGED_LABELS``)."""
+
+    name: str
+    uid: str
+    secret_type: str = SECRET_TYPE
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    data: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> SecretView:
+        metadata = body.get("metadata") or {}
+        return cls(
+            name=str(metadata.get("name", "")),
+            uid=str(metadata.get("uid", "")),
+            secret_type=str(body.get("type", "")),
+            labels=_string_map(metadata.get("labels")),
+            annotations=_string_map(metadata.get("annotations")),
+            data=_string_map(body.get("data")),
+        )
+
+    def auths(self) -> dict[str, Mapping[str, Any]]:
+        """The ``auths`` of its docker config, by registry host; empty when missing or malformed."""
+        try:
+            document = json.loads(base64.b64decode(self.data.get(DOCKER_CONFIG_KEY, ""), validate=True))
+        except (binascii.Error, ValueError):
+            return {}
+        auths = document.get("auths") if isinstance(document, dict) else None
+        if not isinstance(auths, dict):
+            return {}
+        return {str(host): entry for host, entry in auths.items() if isinstance(entry, Mapping)}
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return parse_time(self.annotations.get(EXPIRES_AT_ANNOTATION))
+
+
+@dataclass(frozen=True)
+class RepositoryView:
+    """An EcrRepository, as far as pull secrets care."""
+
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    generation: int | None
+    registry: RegistryIdentity | None
+    pull_secret: PullSecret | None
+    deleting: bool = False
+    conditions: tuple[Mapping[str, Any], ...] = ()
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> RepositoryView:
+        metadata = body.get("metadata") or {}
+        spec = body.get("spec") or {}
+        try:
+            registry = RegistryIdentity.model_validate(spec.get("registry"))
+            pull_secret = (
+                PullSecret.model_validate(spec["pullSecret"]) if spec.get("pullSecret") is not None else None
+            )
+        except ValidationError:
+            # The apiserver validated it against the same schema; anything else is not ours to act on.
+            registry, pull_secret = None, None
+        conditions = (body.get("status") or {}).get("conditions") or ()
+        return cls(
+            namespace=str(metadata.get("namespace", "")),
+            name=str(metadata.get("name", "")),
+            uid=str(metadata.get("uid", "")),
+            resource_version=str(metadata.get("resourceVersion", "")),
+            generation=metadata.get("generation"),
+            registry=registry,
+            pull_secret=pull_secret,
+            deleting=bool(metadata.get("deletionTimestamp")),
+            conditions=tuple(entry for entry in conditions if isinstance(entry, Mapping)),
+        )
+
+    @property
+    def wants_pull_secret(self) -> bool:
+        return self.pull_secret is not None and self.registry is not None and not self.deleting
+
+    def has_pull_secret_condition(self) -> bool:
+        return any(entry.get("type") == PULL_SECRET_CONDITION for entry in self.conditions)
+
+
+# --- demand ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceAccountChoice:
+    """Which ServiceAccounts of the namespace reference a demand's secret."""
+
+    configured: ServiceAccountSelector | None = None
+    names: frozenset[str] = frozenset()
+    selector: LabelSelector | None = None
+
+    def selects(self, account: ServiceAccountView) -> bool:
+        if self.configured is not None and self.configured.matches(account.name, account.labels):
+            return True
+        if account.name in self.names:
+            return True
+        return self.selector is not None and label_selector_matches(self.selector, account.labels)
+
+
+@dataclass(frozen=True)
+class RegistryDemand:
+    """A namespace needs credentials for one registry in one of its pull secrets."""
+
+    secret_name: str
+    identity: AwsIdentity
+    account_id: str | None
+    service_accounts: ServiceAccountChoice
+    repository: str | None = None
+    """The EcrRepository asking; None for the cluster-wide configuration."""
+
+    def host(self, token: IdentityToken | None) -> str | None:
+        """The registry host, known from the account (given or the role's), else from the identity's token."""
+        account = self.account_id or _role_account(self.identity.role_arn)
+        if account is not None:
+            return ecr_registry_host(account, self.identity.region)
+        return token.registry_host if token is not None else None
+
+
+def _role_account(role_arn: str | None) -> str | None:
+    match = _ROLE_ACCOUNT.match(role_arn or "")
+    return match.group(1) if match else None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A demand the operator will not serve, and why (shown on the repository or logged)."""
+
+    repository: str | None
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Demands:
+    demands: tuple[RegistryDemand, ...] = ()
+    refusals: tuple[Refusal, ...] = ()
+
+    @property
+    def identities(self) -> frozenset[AwsIdentity]:
+        return frozenset(demand.identity for demand in self.demands)
+
+
+RoleAllowed = Callable[[str, str], bool]
+"""(role ARN, namespace) -> whether the admin's allow-list lets the operator assume it there."""
+
+
+def namespace_demands(
+    namespace: NamespaceView,
+    cluster: PullSecretSettings,
+    repositories: Iterable[RepositoryView],
+    role_allowed: RoleAllowed,
+) -> Demands:
+    """What ``namespace`` needs: cluster-wide registries first (in configured order), then its own
+    repositories by name (others are ignored). A terminating namespace needs nothing."""
+    if namespace.terminating:
+        return Demands()
+    demands: list[RegistryDemand] = []
+    refusals: list[Refusal] = []
+    if cluster.enabled and cluster.namespace_selector.matches(namespace.name, namespace.labels):
+        choice = ServiceAccountChoice(configured=cluster.service_account_selector)
+        for registry in cluster.registries:
+            identity = AwsIdentity(region=registry.region, role_arn=registry.role_arn)
+            if registry.role_arn is not None and not role_allowed(registry.role_arn, namespace.name):
+                refusals.append(Refusal(None, ROLE_NOT_ALLOWED, _role_refused(registry.role_arn, namespace)))
+                continue
+            demands.append(
+                RegistryDemand(cluster.secret_name, identity, registry.account_id, choice, repository=None)
+            )
+    for repository in sorted(repositories, key=lambda item: item.name):
+        target, wanted = repository.registry, repository.pull_secret
+        # A namespaced object reaches its own namespace only, whatever a caller hands in.
+        if repository.namespace != namespace.name or target is None or wanted is None or repository.deleting:
+            continue
+        if target.role_arn is not None and not role_allowed(target.role_arn, namespace.name):
+            refusals.append(
+                Refusal(repository.name, ROLE_NOT_ALLOWED, _role_refused(target.role_arn, namespace))
+            )
+            continue
+        choice = ServiceAccountChoice(
+            names=frozenset(wanted.service_accounts or ()), selector=wanted.service_account_selector
+        )
+        demands.append(
+            RegistryDemand(
+                secret_name=wanted.secret_name or cluster.secret_name,
+                identity=AwsIdentity(region=target.region, role_arn=target.role_arn),
+                account_id=target.account_id,
+                service_accounts=choice,
+                repository=repository.name,
+            )
+        )
+    return Demands(tuple(demands), tuple(refusals))
+
+
+def _role_refused(role_arn: str, namespace: NamespaceView) -> str:
+    return (
+        f"registry.roleArn {role_arn} is not in the operator's role allow-list for namespace"
+        f" {namespace.name}; no pull secret is kept for it"
+    )
+
+
+# --- the plan -------------------------------------------------------------------------------------------
+
+
+class DemandState(StrEnum):
+    READY = "Ready"
+    PENDING = "Pending"
+    FAILING = "Failing"
+    REFUSED = "Refused"
+    CONFLICT = "Conflict"
+
+
+@dataclass(frozen=True)
+class DemandOutcome:
+    """How one demand (a repository's, or one cluster-wide registry) is served after the plan."""
+
+    repository: str | None
+    state: DemandState
+    reason: str
+    message: str
+    secret_name: str | None = None
+    secret_exists: bool = False
+
+
+@dataclass(frozen=True)
+class WriteSecret:
+    """Create the secret, or patch it in place (never delete and re-create: pods would see a gap)."""
+
+    name: str
+    data: Mapping[str, str | None] = field(repr=False)
+    """base64 values; None removes a key that does not belong there."""
+    annotations: Mapping[str, str | None]
+    """None removes the annotation."""
+    create: bool
+
+    def manifest(self, namespace: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": self.name,
+                "namespace": namespace,
+                "labels": dict(MANAGED_LABELS),
+                "annotations": {key: value for key, value in self.annotations.items() if value is not None},
+            },
+            "type": SECRET_TYPE,
+            "data": {key: value for key, value in self.data.items() if value is not None},
+        }
+
+    def merge_patch(self) -> dict[str, Any]:
+        """The data is always sent, so a refresh re-writes the token even when AWS returned the same one."""
+        return {
+            "metadata": {"labels": dict(MANAGED_LABELS), "annotations": dict(self.annotations)},
+            "data": dict(self.data),
+        }
+
+
+@dataclass(frozen=True)
+class DeleteSecret:
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class PatchServiceAccount:
+    name: str
+    image_pull_secrets: tuple[str, ...]
+    managed: frozenset[str]
+    resource_version: str
+    """A precondition: imagePullSecrets is replaced as a whole, so a concurrent edit must not be lost."""
+
+    def merge_patch(self) -> dict[str, Any]:
+        references = [{"name": name} for name in self.image_pull_secrets]
+        return {
+            "metadata": {
+                "resourceVersion": self.resource_version,
+                "annotations": {SERVICE_ACCOUNT_ANNOTATION: ",".join(sorted(self.managed)) or None},
+            },
+            "imagePullSecrets": references or None,
+        }
+
+
+@dataclass(frozen=True)
+class SecretEvent:
+    secret_name: str
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class NamespacePlan:
+    """Writes in a safe order: secrets first, then ServiceAccounts, then deletions of unneeded secrets."""
+
+    writes: tuple[WriteSecret, ...] = ()
+    service_accounts: tuple[PatchServiceAccount, ...] = ()
+    deletes: tuple[DeleteSecret, ...] = ()
+    events: tuple[SecretEvent, ...] = ()
+    outcomes: tuple[DemandOutcome, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.writes or self.service_accounts or self.deletes)
+
+    def outcome_for(self, repository: str) -> DemandOutcome | None:
+        return next((item for item in self.outcomes if item.repository == repository), None)
+
+
+def auth_entry(username: str, password: str) -> dict[str, str]:
+    """A docker config ``auths`` entry; kubelets read ``auth``, other clients username/password."""
+    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"username": username, "password": password, "auth": auth}
+
+
+def docker_config_data(auths: Mapping[str, Mapping[str, Any]]) -> str:
+    """The base64 ``.dockerconfigjson`` value; serialised canonically, so equal auths give equal data."""
+    document = json.dumps({"auths": auths}, sort_keys=True, separators=(",", ":"))
+    return base64.b64encode(document.encode()).decode()
+
+
+def plan_namespace(
+    demands: Demands,
+    service_accounts: Sequence[ServiceAccountView],
+    secrets: Sequence[SecretView],
+    tokens: Mapping[AwsIdentity, TokenStatus],
+    foreign_secrets: Collection[str],
+    now: datetime,
+) -> NamespacePlan:
+    """Everything to write in one namespace, given its demands and the operator's secrets there.
+
+    ``foreign_secrets`` are names the operator found taken by Secrets it does not own: it leaves them alone.
+    """
+    existing = {secret.name: secret for secret in secrets}
+    outcomes = [
+        DemandOutcome(refusal.repository, DemandState.REFUSED, refusal.reason, refusal.message)
+        for refusal in demands.refusals
+    ]
+    writes: list[WriteSecret] = []
+    events: list[SecretEvent] = []
+    serving: set[str] = set()
+    names = list(dict.fromkeys(demand.secret_name for demand in demands.demands))
+    for name in names:
+        group = [demand for demand in demands.demands if demand.secret_name == name]
+        current = existing.get(name)
+        if name in foreign_secrets or (current is not None and current.secret_type != SECRET_TYPE):
+            outcomes.extend(_conflict(demand) for demand in group)
+            continue
+        assembled = _assemble_secret(name, group, current, tokens, now)
+        outcomes.extend(assembled.outcomes)
+        if assembled.write is not None:
+            writes.append(assembled.write)
+        events.extend(assembled.events)
+        if assembled.write is not None or current is not None:
+            serving.add(name)
+    outcomes = [replace(item, secret_exists=item.secret_name in serving) for item in outcomes]
+    deletes = [
+        DeleteSecret(secret.name, secret.uid)
+        for secret in secrets
+        if secret.name not in names and secret.secret_type == SECRET_TYPE
+    ]
+    patches = [
+        patch
+        for account in sorted(service_accounts, key=lambda item: item.name)
+        if (patch := _service_account_patch(account, demands.demands, serving)) is not None
+    ]
+    return NamespacePlan(tuple(writes), tuple(patches), tuple(deletes), tuple(events), tuple(outcomes))
+
+
+def _conflict(demand: RegistryDemand) -> DemandOutcome:
+    return DemandOutcome(
+        demand.repository,
+        DemandState.CONFLICT,
+        SECRET_NAME_CONFLICT,
+        f"Secret {demand.secret_name} exists and is not an ecr-operator pull secret; it is left unchanged."
+        " Choose another secret name or delete that Secret.",
+        secret_name=demand.secret_name,
+    )
+
+
+@dataclass(frozen=True)
+class _AssembledSecret:
+    write: WriteSecret | None
+    outcomes: tuple[DemandOutcome, ...]
+    events: tuple[SecretEvent, ...]
+
+
+def _assemble_secret(
+    name: str,
+    group: Sequence[RegistryDemand],
+    current: SecretView | None,
+    tokens: Mapping[AwsIdentity, TokenStatus],
+    now: datetime,
+) -> _AssembledSecret:
+    """One secret's auths: a fresh token per registry, or the entry it already has while that is the better
+    credential (no token yet after a restart, or a new token the registry refused while the old one lives)."""
+    current_auths = current.auths() if current is not None else {}
+    current_expiry = current.expires_at if current is not None else None
+    current_valid = current_expiry is not None and current_expiry > now
+    auths: dict[str, Mapping[str, Any]] = {}
+    issued: list[datetime] = []
+    expiries: list[datetime] = []
+    problems: list[tuple[str, RefreshProblem]] = []
+    by_host: dict[str, DemandOutcome] = {}
+    outcomes: list[DemandOutcome] = []
+    kept = False
+    for demand in group:
+        status = tokens.get(demand.identity)
+        token = status.token if status is not None else None
+        host = demand.host(token)
+        if host is None:
+            outcomes.append(_pending(demand, f"the {demand.identity.region} registry"))
+            continue
+        if host in by_host:
+            # Two demands for one registry: the first (cluster-wide, then by repository name) supplies it.
+            outcomes.append(replace(by_host[host], repository=demand.repository))
+            continue
+        better_kept = current_valid and (token is None or not token.verified)
+        if host in current_auths and (better_kept or token is None):
+            auths[host] = current_auths[host]
+            kept = True
+        elif token is not None:
+            auths[host] = auth_entry(token.username, token.password)
+            issued.append(token.issued_at)
+            expiries.append(token.expires_at)
+        problem = status.problem if status is not None else None
+        if problem is not None:
+            problems.append((host, problem))
+            outcome = DemandOutcome(demand.repository, DemandState.FAILING, problem.reason, "", name)
+        elif host in auths:
+            outcome = DemandOutcome(
+                demand.repository,
+                DemandState.READY,
+                SECRET_UP_TO_DATE,
+                f"Secret {name} holds credentials for {host}, refreshed before they expire.",
+                name,
+            )
+        else:
+            outcome = _pending(demand, host)
+        by_host[host] = outcome
+        outcomes.append(outcome)
+    error = "; ".join(f"{host}: {problem.message}" for host, problem in problems) or None
+    outcomes = [
+        replace(item, message=_failure_message(name, error, current_expiry if kept else None))
+        if item.state is DemandState.FAILING
+        else item
+        for item in outcomes
+    ]
+    if not auths:
+        return _AssembledSecret(None, tuple(outcomes), ())
+    if kept and current is not None:
+        issued.extend(_times(current.annotations.get(REFRESHED_AT_ANNOTATION)))
+        expiries.extend(_times(current.annotations.get(EXPIRES_AT_ANNOTATION)))
+    annotations: dict[str, str | None] = {
+        REGISTRIES_ANNOTATION: ",".join(sorted(auths)),
+        REFRESHED_AT_ANNOTATION: format_time(min(issued)) if issued else None,
+        EXPIRES_AT_ANNOTATION: format_time(min(expiries)) if expiries else None,
+        REFRESH_ERROR_ANNOTATION: error,
+    }
+    data: dict[str, str | None] = {DOCKER_CONFIG_KEY: docker_config_data(auths)}
+    if current is not None:
+        data.update({key: None for key in current.data if key != DOCKER_CONFIG_KEY})
+    write = WriteSecret(name, data, annotations, create=current is None)
+    events = tuple(_secret_events(name, current, problems, error))
+    if current is not None and _unchanged(current, write):
+        return _AssembledSecret(None, tuple(outcomes), events)
+    return _AssembledSecret(write, tuple(outcomes), events)
+
+
+def _pending(demand: RegistryDemand, registry: str) -> DemandOutcome:
+    return DemandOutcome(
+        demand.repository,
+        DemandState.PENDING,
+        TOKEN_PENDING,
+        f"Waiting for the first token for {registry}.",
+        demand.secret_name,
+    )
+
+
+def _failure_message(name: str, error: str | None, kept_until: datetime | None) -> str:
+    if kept_until is not None:
+        return f"Secret {name}: {error}. It keeps its current credentials until {format_time(kept_until)}."
+    return f"Secret {name}: {error}."
+
+
+def _times(text: str | None) -> list[datetime]:
+    moment = parse_time(text)
+    return [moment] if moment is not None else []
+
+
+def _unchanged(current: SecretView, write: WriteSecret) -> bool:
+    labelled = all(current.labels.get(key) == value for key, value in MANAGED_LABELS.items())
+    same_data = all(current.data.get(key) == value for key, value in write.data.items())
+    same_annotations = all(current.annotations.get(key) == value for key, value in write.annotations.items())
+    return labelled and same_data and same_annotations
+
+
+def _secret_events(
+    name: str,
+    current: SecretView | None,
+    problems: Sequence[tuple[str, RefreshProblem]],
+    error: str | None,
+) -> list[SecretEvent]:
+    """Events only on transitions (the refresh error appears, changes or clears), never per retry."""
+    previous = current.annotations.get(REFRESH_ERROR_ANNOTATION) if current is not None else None
+    if error is not None and error != previous:
+        keeping = " The secret keeps its current credentials until they expire." if current else ""
+        return [SecretEvent(name, "Warning", problems[0][1].reason, f"{error}.{keeping}")]
+    if error is None and previous is not None:
+        message = "Token refresh works again: the secret holds fresh, verified credentials."
+        return [SecretEvent(name, "Normal", TOKEN_REFRESH_RECOVERED, message)]
+    return []
+
+
+def _service_account_patch(
+    account: ServiceAccountView, demands: Sequence[RegistryDemand], serving: Collection[str]
+) -> PatchServiceAccount | None:
+    """Add the secrets that select this account; remove only references the operator itself added."""
+    wanted = {
+        demand.secret_name
+        for demand in demands
+        if demand.secret_name in serving and demand.service_accounts.selects(account)
+    }
+    unwanted = account.managed - wanted
+    present = set(account.image_pull_secrets)
+    kept = [name for name in account.image_pull_secrets if name not in unwanted]
+    added = sorted(wanted - present)
+    # A reference the user had before the operator wanted it stays the user's: it is never recorded as ours.
+    managed = frozenset((account.managed & wanted & present) | set(added))
+    references = tuple(dict.fromkeys([*kept, *added]))
+    if references == account.image_pull_secrets and managed == account.managed:
+        return None
+    return PatchServiceAccount(account.name, references, managed, account.resource_version)
+
+
+# --- status of EcrRepositories --------------------------------------------------------------------------
+
+
+def repository_condition(repository: RepositoryView, outcome: DemandOutcome | None) -> DesiredCondition:
+    """The PullSecretReady condition of a repository that asks for a pull secret."""
+    status: StatusValue
+    if outcome is None:
+        status, reason, message = "Unknown", TOKEN_PENDING, "The pull secret has not been planned yet."
+    elif outcome.state is DemandState.READY:
+        status, reason, message = "True", outcome.reason, outcome.message
+    elif outcome.state is DemandState.PENDING:
+        status, reason, message = "Unknown", outcome.reason, outcome.message
+    else:
+        status, reason, message = "False", outcome.reason, outcome.message
+    return DesiredCondition(
+        type=PULL_SECRET_CONDITION,
+        status=status,
+        reason=reason,
+        message=message,
+        observed_generation=repository.generation,
+    )
+
+
+def repository_conditions_patch(
+    repository: RepositoryView, outcome: DemandOutcome | None, now: datetime
+) -> list[dict[str, Any]] | None:
+    """``status.conditions`` to write, or None if unchanged; drops the condition once nothing asks for it."""
+    if not repository.wants_pull_secret:
+        if not repository.has_pull_secret_condition():
+            return None
+        return [dict(entry) for entry in repository.conditions if entry.get("type") != PULL_SECRET_CONDITION]
+    status = {"conditions": list(repository.conditions)}
+    return conditions_patch(status, [repository_condition(repository, outcome)], now)
