@@ -11,13 +11,22 @@ import logging
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kopf
 
 from ecr_operator.api.common import GROUP
+from ecr_operator.aws.ecr import EcrRepositories
+from ecr_operator.aws.iam import IamRolePolicies
+from ecr_operator.aws.session import AwsClients
 from ecr_operator.config import Settings, settings_summary
-from ecr_operator.metrics import Metrics, MetricsServer
+from ecr_operator.drift import DriftSchedule
+from ecr_operator.locks import KeyedLocks
+from ecr_operator.metrics import Metrics, MetricsServer, ObjectReadiness
+from ecr_operator.mirroring import Mirroring
+
+if TYPE_CHECKING:
+    from ecr_operator.handlers.pullsecrets import PullSecretController
 
 FINALIZER = f"{GROUP}/finalizer"
 ANNOTATIONS_PREFIX = GROUP
@@ -55,10 +64,23 @@ class Runtime:
     metrics: Metrics
     metrics_server: MetricsServer
     executor: ThreadPoolExecutor
+    aws: AwsClients
+    ecr: EcrRepositories
+    iam: IamRolePolicies
+    drift: DriftSchedule
+    """Shared drift-check passes of EcrRepository objects."""
+    repository_locks: KeyedLocks
+    """One lock per ECR repository: its observe-decide-act steps never interleave within the process."""
+    readiness: ObjectReadiness
+    mirroring: Mirroring
+    """ImageMirror syncs: registry sessions, ECR tokens, per-mirror wake-ups."""
+    pull_secrets: PullSecretController | None = None
+    """Set by the pull-secret startup handler, which needs kopf's indexes (they exist only from then on)."""
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         metrics = Metrics()
+        aws = AwsClients(metrics)
         return cls(
             settings=settings,
             metrics=metrics,
@@ -67,6 +89,15 @@ class Runtime:
             executor=ThreadPoolExecutor(
                 max_workers=settings.aws_max_concurrency, thread_name_prefix="blocking"
             ),
+            aws=aws,
+            ecr=EcrRepositories(aws),
+            iam=IamRolePolicies(aws),
+            drift=DriftSchedule(
+                settings.drift_interval.total_seconds(), settings.drift_jitter.total_seconds()
+            ),
+            repository_locks=KeyedLocks(),
+            readiness=ObjectReadiness(metrics.objects),
+            mirroring=Mirroring(settings, aws),
         )
 
     def __copy__(self) -> Runtime:
@@ -82,8 +113,10 @@ class Runtime:
             raise StartupError(
                 f"cannot serve metrics on {self.settings.bind_address}:{self.settings.metrics_port}: {error}"
             ) from None
+        await self.mirroring.start()
 
     async def stop(self) -> None:
+        await self.mirroring.stop()
         await self.metrics_server.stop()
 
 
@@ -138,9 +171,17 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     posting.reporting_instance = socket.gethostname()
     posting.event_name_prefix = "ecr-operator-"
 
-    kopf_settings.queueing.worker_limit = settings.max_concurrent_reconciles
+    # No kopf worker limit: with kopf.index, each object's worker indexes it and then waits, holding its
+    # slot, until every object is indexed; a limit below the number of objects of one kind (a cluster has
+    # hundreds of ServiceAccounts) deadlocks startup for good (nolar/kopf#1243, open in kopf 1.45).
+    kopf_settings.queueing.worker_limit = None
     # Peering keep-alives every ~50 s say nothing an operator's user needs; pauses are still logged.
     kopf_settings.peering.stealth = True
+    # A deleted object keeps its finalizer until its timers have exited. kopf gives them ten event-loop
+    # cycles, then re-checks only every 60 s: under load a drift timer (which exits as soon as it is told)
+    # missed that and held deletions for up to a minute. Wait for it briefly, and re-check often.
+    kopf_settings.background.instant_exit_timeout = 0.5
+    kopf_settings.background.cancellation_polling = 2.0
 
 
 @kopf.on.startup()

@@ -28,7 +28,7 @@ from ecr_operator.registry import (
     Credentials,
     DigestMismatch,
     DockerConfigCredentials,
-    IncompleteIndexError,
+    NoMatchingPlatform,
     PlatformFilter,
     Reference,
     RegistryClient,
@@ -300,29 +300,103 @@ async def test_registry_refuses_an_index_whose_children_are_missing(
     assert "MANIFEST_BLOB_UNKNOWN" in refused.value.codes
 
 
-async def test_platform_filter_never_rewrites_the_index(world: World, client: RegistryClient) -> None:
-    ecr = world.registries["ecr"]
+async def test_platform_filter_pushes_a_deterministic_filtered_index(
+    world: World, client: RegistryClient
+) -> None:
+    anonymous = world.registries["anonymous"]
     source, destination = _repo(world, "anonymous"), _repo(world, "ecr")
     index, children, _ = await push_index(client, source, "v1", ("amd64", "arm64", "s390x"))
     wanted = PlatformFilter.parse(["linux/arm64/v8", "linux/riscv64"])
 
-    mark = len(await settled_requests(ecr))
-    with pytest.raises(IncompleteIndexError) as refused:
-        await copy_image(source.with_tag("v1"), destination, source_client=client, platforms=wanted)
-    assert refused.value.missing_platforms == ("linux/amd64", "linux/s390x")
-    written = [r for r in (await settled_requests(ecr))[mark:] if r.method not in ("HEAD", "GET")]
-    assert written == []  # refused before a single byte moved
+    result = await copy_image(source.with_tag("v1"), destination, source_client=client, platforms=wanted)
 
+    assert result.filtered
+    assert result.source_digest == index["digest"] != result.destination_digest
+    assert await head_digest(client, destination, "v1") == result.destination_digest
+    pushed = json.loads((await client.get_manifest(destination, "v1")).raw)
+    source_document = json.loads((await client.get_manifest(source, "v1")).raw)
+    assert pushed == {**source_document, "manifests": [children[1]]}
+    assert await head_digest(client, destination, children[1]["digest"]) == children[1]["digest"]
+    for dropped in (children[0], children[2]):
+        assert await head_digest(client, destination, dropped["digest"]) is None
+    assert result.platforms_copied == ("linux/arm64",)
+    assert result.platforms_missing == ("linux/riscv64",)
+    child = await client.get_manifest(source, children[1]["digest"])
+    pushed_size = len(json.dumps(pushed, separators=(",", ":")))
+    assert result.image_bytes == pushed_size + len(child.raw) + sum(blob.size for blob in child.blobs)
+
+    # The same source and filter make the same index: known from the first copy, a resync only HEADs.
+    mark = len(await settled_requests(anonymous))
+    again = await copy_image(
+        source.with_tag("v1"),
+        destination,
+        source_client=client,
+        platforms=wanted,
+        known_copies={result.source_digest: result.destination_digest},
+    )
+    assert again.up_to_date
+    assert again.filtered
+    assert again.destination_digest == result.destination_digest
+    assert [r.method for r in (await settled_requests(anonymous))[mark:]] == ["HEAD"]
+    forgotten = await copy_image(source.with_tag("v1"), destination, source_client=client, platforms=wanted)
+    assert forgotten.up_to_date
+    assert forgotten.destination_digest == result.destination_digest
+
+
+async def test_platform_filter_keeps_the_index_exact_when_the_dropped_children_are_there(
+    world: World, client: RegistryClient
+) -> None:
+    source, destination = _repo(world, "anonymous"), _repo(world, "ecr")
+    index, children, _ = await push_index(client, source, "v1", ("amd64", "arm64"))
     await copy_image(source.with_tag("v1"), destination, source_client=client)
-    filtered = await copy_image(
+    wanted = PlatformFilter.parse(["linux/arm64"])
+
+    exact = await copy_image(
         source.with_tag("v1"), destination.with_tag("arm64-only"), source_client=client, platforms=wanted
     )
-    assert filtered.destination_digest == index["digest"]
+
+    assert not exact.filtered
+    assert exact.destination_digest == index["digest"]
     assert await head_digest(client, destination, "arm64-only") == index["digest"]
-    assert filtered.platforms_copied == ("linux/arm64",)
-    assert filtered.platforms_missing == ("linux/riscv64",)
-    assert (filtered.manifests_pushed, filtered.bytes_copied) == (1, 0)
-    assert await head_digest(client, destination, children[1]["digest"]) == children[1]["digest"]
+    assert (exact.manifests_pushed, exact.bytes_copied) == (1, 0)
+    assert exact.platforms_copied == ("linux/arm64",)
+    assert exact.image_bytes > children[1]["size"]
+
+
+async def test_a_filter_matching_no_platform_copies_nothing(world: World, client: RegistryClient) -> None:
+    ecr = world.registries["ecr"]
+    source, destination = _repo(world, "anonymous"), _repo(world, "ecr")
+    await push_index(client, source, "v1", ("amd64", "arm64"))
+    mark = len(await settled_requests(ecr))
+    with pytest.raises(NoMatchingPlatform) as refused:
+        await copy_image(
+            source.with_tag("v1"),
+            destination,
+            source_client=client,
+            platforms=PlatformFilter.parse(["linux/riscv64"]),
+        )
+    assert refused.value.missing_platforms == ("linux/riscv64",)
+    assert [r for r in (await settled_requests(ecr))[mark:] if r.method not in ("HEAD", "GET")] == []
+
+
+async def test_a_moved_tag_is_kept_or_followed_as_asked(world: World, client: RegistryClient) -> None:
+    anonymous = world.registries["anonymous"]
+    source, destination = _repo(world, "anonymous"), _repo(world, "ecr")
+    first, _ = await push_image(client, source, "v1", layer_sizes=(1000,))
+    await copy_image(source.with_tag("v1"), destination, source_client=client)
+    moved, _ = await push_image(client, source, "v1", layer_sizes=(1000,))
+
+    mark = len(await settled_requests(anonymous))
+    kept = await copy_image(source.with_tag("v1"), destination, source_client=client, replace_tag=False)
+    assert kept.tag_kept
+    assert not kept.up_to_date
+    assert (kept.source_digest, kept.destination_digest) == (moved["digest"], first["digest"])
+    assert await head_digest(client, destination, "v1") == first["digest"]
+    assert [r.method for r in (await settled_requests(anonymous))[mark:]] == ["HEAD"]
+
+    followed = await copy_image(source.with_tag("v1"), destination, source_client=client)
+    assert followed.destination_digest == moved["digest"]
+    assert await head_digest(client, destination, "v1") == moved["digest"]
 
 
 async def test_referrers_are_copied_recursively(world: World, client: RegistryClient) -> None:
@@ -347,12 +421,15 @@ async def test_referrers_are_copied_recursively(world: World, client: RegistryCl
         tag = fallback_tag(subject["digest"])
         assert await head_digest(client, destination, tag) == await head_digest(client, source, tag)
 
-    ecr = world.registries["ecr"]
-    mark = len(await settled_requests(ecr))
+    ecr, basic = world.registries["ecr"], world.registries["basic"]
+    mark, source_mark = len(await settled_requests(ecr)), len(await settled_requests(basic))
     again = await copy_image(source.with_tag("v1"), destination, source_client=client, referrers=True)
     assert again.up_to_date
     assert [r.digest for r in again.referrers] == [sbom["digest"], signature["digest"]]
     assert [r for r in (await settled_requests(ecr))[mark:] if r.method in ("PUT", "POST", "PATCH")] == []
+    # Upstream, a resync only HEADs manifests and asks the referrers API (absent here: 404); it pulls nothing.
+    upstream = [(r.method, r.path.split("/")[-2]) for r in (await settled_requests(basic))[source_mark:]]
+    assert {entry for entry in upstream if entry[0] != "HEAD"} == {("GET", "referrers")}
 
 
 async def test_corrupted_source_blob_is_refused(world: World, client: RegistryClient) -> None:

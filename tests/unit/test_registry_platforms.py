@@ -1,13 +1,15 @@
-"""Platform matching and the choice of index children a platform filter copies."""
+"""Platform matching, the choice of index children a platform filter copies, and the filtered index."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from ecr_operator.registry import mediatypes
-from ecr_operator.registry.copy import select_children
+from ecr_operator.registry.copy import filtered_index, select_children
 from ecr_operator.registry.errors import InvalidReference
-from ecr_operator.registry.manifest import Descriptor
+from ecr_operator.registry.manifest import Descriptor, parse_manifest
 from ecr_operator.registry.platforms import Platform, PlatformFilter
 
 pytestmark = pytest.mark.unit
@@ -117,3 +119,44 @@ def test_children_without_platform_are_always_copied() -> None:
     selection = select_children([_child(1, "linux/amd64"), artifact], PlatformFilter.parse(["linux/arm64"]))
     assert selection.selected == (artifact,)
     assert selection.platforms_missing == ("linux/arm64",)
+
+
+# --- the filtered index -------------------------------------------------------------------------
+
+_SOURCE_INDEX = (
+    b'{\n  "schemaVersion": 2,\n  "mediaType": "application/vnd.oci.image.index.v1+json",\n'
+    b'  "manifests": [\n'
+    b'    {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "'
+    + _digest(1).encode()
+    + b'", "size": 500, "platform": {"os": "linux", "architecture": "amd64"}},\n'
+    b'    {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "'
+    + _digest(2).encode()
+    + b'", "size": 500, "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"},'
+    b' "annotations": {"org.example/note": "caf\\u00e9 \xe2\x98\x95"}},\n'
+    b'    {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "'
+    + _digest(3).encode()
+    + b'", "size": 500, "platform": {"os": "linux", "architecture": "s390x"}}\n'
+    b'  ],\n  "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"}\n}'
+)
+
+
+def test_filtered_index_keeps_the_chosen_entries_exactly_and_everything_else() -> None:
+    index = parse_manifest(_SOURCE_INDEX, content_type=mediatypes.OCI_INDEX)
+    selection = select_children(index.children, PlatformFilter.parse(["linux/s390x", "linux/arm64"]))
+
+    filtered = filtered_index(index, selection.selected)
+
+    document, source = json.loads(filtered.raw), json.loads(_SOURCE_INDEX)
+    assert document == {**source, "manifests": [source["manifests"][1], source["manifests"][2]]}
+    assert list(document) == list(source)  # key order as in the source
+    assert list(document["manifests"][0]["platform"]) == ["architecture", "os", "variant"]
+    assert filtered.media_type == index.media_type
+    assert [child.digest for child in filtered.children] == [_digest(2), _digest(3)]
+    assert filtered.digest != index.digest
+
+
+def test_filtered_index_is_deterministic() -> None:
+    index = parse_manifest(_SOURCE_INDEX, content_type=mediatypes.OCI_INDEX)
+    keep = select_children(index.children, PlatformFilter.parse(["linux/amd64"])).selected
+    again = parse_manifest(bytes(_SOURCE_INDEX), content_type=mediatypes.OCI_INDEX)
+    assert filtered_index(index, keep).raw == filtered_index(again, keep).raw

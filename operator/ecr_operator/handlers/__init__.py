@@ -4,6 +4,6 @@
 """
 
 from ecr_operator import runtime
-from ecr_operator.handlers import not_implemented
+from ecr_operator.handlers import mirror, pullsecrets, repository
 
-__all__ = ["not_implemented", "runtime"]
+__all__ = ["mirror", "pullsecrets", "repository", "runtime"]

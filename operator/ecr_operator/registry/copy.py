@@ -17,16 +17,26 @@ Order of work, each step skipped when the destination already has what it needs:
    and every child copied. On a no-op resync only the top-level digest is asked (signatures added later to
    an index are picked up; asking for each child would need the index, a GET, a pull on Docker Hub). A
    destination without the referrers API gets the fallback tag: the source's own fallback index
-   byte-exact when the destination has none yet, else the union of both listings.
+   byte-exact when the destination has none yet, else the union of both listings. A fallback index the
+   destination already holds (same digest on both sides) is read there rather than pulled again.
 
-Platform filter on an index: the index itself is always pushed byte-exact, because destination digest ==
-source digest is what users pin and verify. An index can be pushed only when every child it lists exists
-in the destination (distribution and ECR refuse it otherwise, MANIFEST_BLOB_UNKNOWN /
-ReferencedImagesNotFoundException). So the filter decides what is *copied*; children it drops must
-already be in the destination (e.g. from an earlier unfiltered copy), otherwise the copy is refused with
-IncompleteIndexError before a single blob moves. A rewritten, filtered index (new digest) is never made.
-Docker attestation manifests (platform unknown/unknown) follow the image they describe; children without
-a platform are always copied. A single-platform image (no index) is copied as is.
+Platform filter on an index: an index can be pushed only when every child it lists exists in the
+destination (distribution and ECR refuse it otherwise, MANIFEST_BLOB_UNKNOWN /
+ReferencedImagesNotFoundException). Whenever that allows, the original index is pushed byte-exact, so
+destination digest == source digest, which is what users pin and verify: without a filter, when the filter
+keeps every child, or when the children it drops are already in the destination (e.g. from an earlier
+unfiltered copy). Otherwise a *filtered* index is pushed: the source index with only the kept entries of
+its ``manifests`` list (every other field, and each kept entry, as in the source), serialised
+deterministically, so the same source and filter always give the same digest. Its children are still
+byte-exact; the result says ``filtered`` and reports both digests. Referrers of the source index (its
+signatures) are not copied then: they sign a digest the destination does not hold. Docker attestation
+manifests (platform unknown/unknown) follow the image they describe; children without a platform are
+always copied. Requested platforms the index lacks are reported, not an error, unless none is left. A
+single-platform image (no index) is copied as is.
+
+Mutable tags: with ``replace_tag=False`` a destination tag that already names another image is left
+alone (``tag_kept``), as IMMUTABLE repositories require. ``known_copies`` maps source digests to the
+filtered index an earlier copy made of them, so a no-op resync of a filtered image needs HEADs only.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -46,8 +56,8 @@ from ecr_operator.registry.digests import StreamVerifier
 from ecr_operator.registry.errors import (
     AuthError,
     DigestMismatch,
-    IncompleteIndexError,
     InvalidReference,
+    NoMatchingPlatform,
     NotFound,
     RegistryError,
 )
@@ -110,8 +120,14 @@ class ReferrerCopy:
 
 @dataclass(frozen=True)
 class ImageCopyResult:
-    """What one copy_image did. ``up_to_date`` means the destination already had the source digest
-    (nothing but HEADs happened, so platform fields are empty)."""
+    """What one copy_image did.
+
+    ``up_to_date``: the destination already had the image (after HEADs only, platform fields and
+    ``image_bytes`` are then empty). ``filtered``: the destination holds a platform subset of the source
+    index under ``destination_digest``. ``tag_kept``: the destination tag names another image and was
+    left alone (``replace_tag=False``); ``destination_digest`` is that image. ``image_bytes`` is the size
+    of the image as copied: its manifests and their blobs.
+    """
 
     source: Reference
     destination: Reference
@@ -119,6 +135,9 @@ class ImageCopyResult:
     destination_digest: str
     media_type: str | None
     up_to_date: bool
+    filtered: bool = False
+    tag_kept: bool = False
+    image_bytes: int = 0
     bytes_copied: int = 0
     blobs_copied: int = 0
     blobs_skipped: int = 0
@@ -246,6 +265,12 @@ class _Plan:
     manifests: list[tuple[Manifest, str]] = field(default_factory=list)
     blobs: dict[str, Descriptor] = field(default_factory=dict)
     subjects: list[str] = field(default_factory=list)
+    # Every manifest and blob of the image (also those already in the destination), by digest: its size.
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def add_manifest(self, manifest: Manifest) -> None:
+        self.sizes[manifest.digest] = len(manifest.raw)
+        self.sizes.update((blob.digest, blob.size) for blob in manifest.blobs)
 
 
 async def copy_image(
@@ -256,6 +281,8 @@ async def copy_image(
     destination_client: RegistryClient | None = None,
     platforms: PlatformFilter | None = None,
     referrers: bool = False,
+    replace_tag: bool = True,
+    known_copies: Mapping[str, str] | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: ProgressCallback | None = None,
 ) -> ImageCopyResult:
@@ -265,7 +292,8 @@ async def copy_image(
     else the source tag; with neither, the image is pushed by digest only. A ``destination.digest``, if
     given, must equal the source digest. Pass different clients when source and destination need
     different credentials; blob mounting is only attempted within one client, so a mount can never
-    reach content those credentials could not read anyway.
+    reach content those credentials could not read anyway. ``replace_tag`` and ``known_copies``: see
+    the module docstring.
     """
     copier = _ImageCopier(
         source_client=source_client,
@@ -273,6 +301,8 @@ async def copy_image(
         source=source,
         destination=destination,
         platforms=platforms,
+        replace_tag=replace_tag,
+        known_copies=known_copies or {},
         concurrency=concurrency,
         progress=progress,
     )
@@ -288,6 +318,8 @@ class _ImageCopier:
         source: Reference,
         destination: Reference,
         platforms: PlatformFilter | None,
+        replace_tag: bool,
+        known_copies: Mapping[str, str],
         concurrency: int,
         progress: ProgressCallback | None,
     ) -> None:
@@ -298,6 +330,8 @@ class _ImageCopier:
         self.source = source
         self.destination = destination
         self.platforms = platforms
+        self.replace_tag = replace_tag
+        self.known_copies = known_copies
         self.progress = progress
         self.can_mount = source_client is destination_client and source.registry == destination.registry
         self.blob_slots = asyncio.Semaphore(concurrency)
@@ -330,22 +364,42 @@ class _ImageCopier:
         destination_target = self._destination_tag() or source_digest
 
         existing = await self.dst.head_manifest(self.destination, destination_target)
-        if existing is not None and existing.digest == source_digest:
-            found = await self._copy_referrers([source_digest]) if copy_referrers else ()
-            return self._result(source_digest, head.media_type, up_to_date=True, referrers=found)
+        existing_digest = existing.digest if existing is not None else None
+        if existing_digest is not None and existing_digest in (
+            source_digest,
+            self.known_copies.get(source_digest),
+        ):
+            filtered = existing_digest != source_digest
+            found = await self._copy_referrers([source_digest]) if copy_referrers and not filtered else ()
+            return self._result(
+                source_digest, existing_digest, head.media_type, up_to_date=True, referrers=found
+            )
+        if existing_digest is not None and not self.replace_tag and destination_target != source_digest:
+            return self._result(
+                source_digest, existing_digest, head.media_type, up_to_date=False, referrers=(), tag_kept=True
+            )
 
         if manifest is None:
             manifest = await self.src.get_manifest(self.source, source_digest)
         plan = _Plan()
-        selection = await self._plan(manifest, plan, self.platforms)
-        plan.manifests.append((manifest, destination_target))
+        pushed, selection = await self._plan_image(manifest, plan)
+        filtered = pushed.digest != manifest.digest
+        if existing_digest == pushed.digest:
+            # An earlier copy made this very filtered index; its children are there (it was accepted).
+            return self._result(
+                source_digest, pushed.digest, pushed.media_type, up_to_date=True, referrers=()
+            )
+        plan.manifests.append((pushed, destination_target))
         await self._execute(plan)
-        found = await self._copy_referrers([manifest.digest, *plan.subjects]) if copy_referrers else ()
+        subjects = plan.subjects if filtered else [manifest.digest, *plan.subjects]
+        found = await self._copy_referrers(subjects) if copy_referrers else ()
         result = self._result(
-            manifest.digest,
-            manifest.media_type,
+            source_digest,
+            pushed.digest,
+            pushed.media_type,
             up_to_date=False,
             referrers=found,
+            image_bytes=sum(plan.sizes.values()),
             platforms_copied=selection.platforms_copied if selection else (),
             platforms_missing=selection.platforms_missing if selection else (),
         )
@@ -354,6 +408,7 @@ class _ImageCopier:
             extra={
                 "source": str(result.source),
                 "destination": str(result.destination),
+                "filtered": result.filtered,
                 "bytes_copied": result.bytes_copied,
                 "blobs_copied": result.blobs_copied,
                 "blobs_skipped": result.blobs_skipped,
@@ -372,22 +427,29 @@ class _ImageCopier:
 
     def _result(
         self,
-        digest: str,
+        source_digest: str,
+        destination_digest: str,
         media_type: str | None,
         *,
         up_to_date: bool,
         referrers: Iterable[ReferrerCopy],
+        tag_kept: bool = False,
+        image_bytes: int = 0,
         platforms_copied: tuple[str, ...] = (),
         platforms_missing: tuple[str, ...] = (),
     ) -> ImageCopyResult:
         tag = self._destination_tag()
+        destination = self.destination.with_tag(tag) if tag else self.destination
         return ImageCopyResult(
-            source=self.source.with_digest(digest) if self.source.digest is None else self.source,
-            destination=(self.destination.with_tag(tag) if tag else self.destination).with_digest(digest),
-            source_digest=digest,
-            destination_digest=digest,
+            source=self.source.with_digest(source_digest) if self.source.digest is None else self.source,
+            destination=destination.with_digest(destination_digest),
+            source_digest=source_digest,
+            destination_digest=destination_digest,
             media_type=media_type,
             up_to_date=up_to_date,
+            filtered=destination_digest != source_digest and not tag_kept,
+            tag_kept=tag_kept,
+            image_bytes=image_bytes,
             bytes_copied=self.counters.bytes_copied,
             blobs_copied=self.counters.blobs_copied,
             blobs_skipped=self.counters.blobs_skipped,
@@ -400,42 +462,48 @@ class _ImageCopier:
 
     # --- planning -------------------------------------------------------------------------------
 
-    async def _plan(
-        self, manifest: Manifest, plan: _Plan, platforms: PlatformFilter | None
-    ) -> ChildSelection | None:
-        """Collect what ``manifest`` needs into ``plan`` (its own push is the caller's)."""
+    async def _plan_image(self, manifest: Manifest, plan: _Plan) -> tuple[Manifest, ChildSelection | None]:
+        """Collect what the image needs into ``plan``; return the manifest to push for it (the source's
+        own, or a filtered index) and, for an index, which children the platform filter chose."""
+        plan.add_manifest(manifest)
         if not manifest.is_index:
             plan.blobs.update((blob.digest, blob) for blob in manifest.blobs)
-            return None
-        selection = select_children(manifest.children, platforms)
-        await self._refuse_incomplete_index(manifest, selection)
+            return manifest, None
+        selection = select_children(manifest.children, self.platforms)
+        if not selection.selected:
+            raise NoMatchingPlatform(
+                f"{self.source}: the index {manifest.digest} has none of the requested platforms"
+                f" ({', '.join(selection.platforms_missing)})",
+                missing_platforms=selection.platforms_missing,
+            )
+        pushed = manifest
+        if selection.dropped and not await self._all_present(selection.dropped):
+            pushed = filtered_index(manifest, selection.selected)
+            del plan.sizes[manifest.digest]
+            plan.add_manifest(pushed)
         plan.subjects.extend(child.digest for child in selection.selected)
         await _all(self._plan_child(child, plan) for child in selection.selected)
-        return selection
+        return pushed, selection
 
-    async def _refuse_incomplete_index(self, index: Manifest, selection: ChildSelection) -> None:
-        if not selection.dropped:
+    async def _plan(self, manifest: Manifest, plan: _Plan) -> None:
+        """Collect what ``manifest`` needs into ``plan`` (its own push is the caller's). Nested indexes
+        are copied whole: a filter's platforms describe images, not index levels."""
+        plan.add_manifest(manifest)
+        if not manifest.is_index:
+            plan.blobs.update((blob.digest, blob) for blob in manifest.blobs)
             return
-        present = await asyncio.gather(*(self._manifest_present(child.digest) for child in selection.dropped))
-        absent = [child for child, exists in zip(selection.dropped, present, strict=True) if not exists]
-        if not absent:
-            return
-        names = tuple(
-            dict.fromkeys(
-                "attestations" if is_attestation(child) else str(child.platform or child.digest)
-                for child in absent
-            )
-        )
-        raise IncompleteIndexError(
-            f"{self.source}: the platform filter leaves out {', '.join(names)}, which"
-            f" {self.destination.name} does not have; the index {index.digest} can only be copied"
-            " digest-exact with every platform it lists. Copy all platforms, or mirror"
-            " platform-specific digests instead of the index.",
-            missing_platforms=names,
-        )
+        await _all(self._plan_child(child, plan) for child in manifest.children)
+
+    async def _all_present(self, children: Iterable[Descriptor]) -> bool:
+        present = await asyncio.gather(*(self._manifest_present(child.digest) for child in children))
+        return all(present)
 
     async def _plan_child(self, child: Descriptor, plan: _Plan) -> None:
         if await self._manifest_present(child.digest):
+            # Only its size is still needed; the destination tells it (reading there is not a pull).
+            async with self.request_slots:
+                present = await self.dst.get_manifest(self.destination, child.digest)
+            plan.add_manifest(present)
             return
         async with self.request_slots:
             manifest = await self.src.get_manifest(self.source, child.digest)
@@ -443,8 +511,7 @@ class _ImageCopier:
             raise DigestMismatch(
                 f"manifest {child.digest}: {len(manifest.raw)} bytes, index says {child.size}"
             )
-        # Nested indexes are copied whole: a filter's platforms describe images, not index levels.
-        await self._plan(manifest, plan, None)
+        await self._plan(manifest, plan)
         plan.manifests.append((manifest, manifest.digest))
 
     async def _manifest_present(self, digest: str) -> bool:
@@ -554,7 +621,12 @@ class _ImageCopier:
         head = await self.src.head_manifest(self.source, tag)
         if head is None:
             return (), None
-        index = await self.src.get_manifest(self.source, head.digest or tag)
+        copied = await self.dst.head_manifest(self.destination, tag) if head.digest else None
+        if copied is not None and copied.digest == head.digest:
+            # The destination has this very listing: read it there, where a GET is not an upstream pull.
+            index = await self.dst.get_manifest(self.destination, tag)
+        else:
+            index = await self.src.get_manifest(self.source, head.digest or tag)
         return index.children, index
 
     async def _copy_referrer(self, subject: str, entry: Descriptor) -> None:
@@ -568,7 +640,7 @@ class _ImageCopier:
             return
         manifest = await self.src.get_manifest(self.source, entry.digest)
         plan = _Plan()
-        await self._plan(manifest, plan, None)
+        await self._plan(manifest, plan)
         plan.manifests.append((manifest, manifest.digest))
         await self._execute(plan)
 
@@ -612,6 +684,17 @@ async def _all(work: Iterable[Coroutine[Any, Any, None]]) -> None:
 def _first_failure(failures: BaseExceptionGroup[BaseException]) -> BaseException:
     first = failures.exceptions[0]
     return _first_failure(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def filtered_index(index: Manifest, keep: Iterable[Descriptor]) -> Manifest:
+    """``index`` with only the ``manifests`` entries of ``keep``, in their order and exactly as written
+    there; every other field unchanged. Compact JSON with the source's key order: the same index and
+    selection always serialise to the same bytes, hence the same digest."""
+    kept = {child.digest for child in keep}
+    document = json.loads(index.raw)
+    document["manifests"] = [entry for entry in document["manifests"] if entry["digest"] in kept]
+    raw = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return parse_manifest(raw, content_type=index.media_type)
 
 
 def _referrers_index(entries: Iterable[Descriptor]) -> Manifest:

@@ -86,12 +86,8 @@ class UnsupportedMediaType(RegistryError):
     """A manifest media type this client does not copy (e.g. Docker schema 1)."""
 
 
-class IncompleteIndexError(RegistryError):
-    """A platform filter drops children of an image index that the destination does not have.
-
-    The index can only be pushed byte-exact (same digest) when every child it lists exists in the
-    destination, so such a copy is refused before any byte is moved.
-    """
+class NoMatchingPlatform(RegistryError):
+    """A platform filter selects nothing in an image index: none of the requested platforms is there."""
 
     def __init__(self, message: str, *, missing_platforms: tuple[str, ...]) -> None:
         super().__init__(message)

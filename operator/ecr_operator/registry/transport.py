@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -65,13 +66,19 @@ def build_ssl_context(ca_bundle: Path | None = None) -> ssl.SSLContext:
     return context
 
 
-def create_session(*, ca_bundle: Path | None = None, connections: int = 32) -> aiohttp.ClientSession:
+def create_session(
+    *,
+    ca_bundle: Path | None = None,
+    connections: int = 32,
+    resolver: AbstractResolver | None = None,
+) -> aiohttp.ClientSession:
     """An aiohttp session fit for registry traffic; create one per process and share it.
 
     Bodies are never decompressed (a blob's digest is over the bytes as stored) and there is no total
     timeout (a layer can take long), but a connection that stops delivering data fails after 2 minutes.
+    ``resolver`` replaces aiohttp's default name resolution (see ``guard.GuardedResolver``).
     """
-    connector = aiohttp.TCPConnector(ssl=build_ssl_context(ca_bundle), limit=connections)
+    connector = aiohttp.TCPConnector(ssl=build_ssl_context(ca_bundle), limit=connections, resolver=resolver)
     timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30, sock_read=120)
     return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
 

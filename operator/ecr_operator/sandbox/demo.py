@@ -3,10 +3,15 @@
 Starts the test world with the CRDs installed, runs ``ecr-operator run`` against it, applies ``examples/``
 into a ``demo`` namespace, waits for the objects to settle, prints what ``kubectl get`` shows, and keeps
 everything running until Ctrl-C (``DEMO_ONCE=1`` stops after printing).
+
+This machine has no internet, so the public images the examples mirror (Docker Hub, quay.io) are stood in
+for by look-alikes pushed into the world's anonymous registry, and the examples' source hosts are pointed
+there when applied.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +24,13 @@ from ecr_operator.sandbox.world import World
 
 DEMO_NAMESPACE = "demo"
 SETTLE_TIMEOUT = 60.0
+PUBLIC_REGISTRIES = ("docker.io/", "quay.io/")
+EXAMPLE_ROLE = "payments-api-deployer"
+# Look-alikes of what examples/ mirrors: repository -> (tags pushed as multi-platform indexes).
+UPSTREAM_IMAGES = {
+    "library/nginx": ("1.26.3", "1.27.0", "1.27.1", "1.27.2", "1.27.3", "1.27.4-rc1", "stable-alpine"),
+    "prometheus/node-exporter": ("v1.7.0", "v1.8.2", "v1.9.1"),
+}
 
 
 def main() -> int:
@@ -31,8 +43,15 @@ def main() -> int:
     try:
         print(f"demo: world up in {world.startup_seconds:.1f}s; starting ecr-operator run", flush=True)
         operator_log = state_dir / "logs" / "operator.log"
+        _seed_upstream_images(world)
+        _create_example_roles(world)
         with operator_log.open("wb") as log:
-            env = {**world.operator_env(), "ECR_OPERATOR_LOG_FORMAT": "text"}
+            env = {
+                **world.operator_env(),
+                "ECR_OPERATOR_LOG_FORMAT": "text",
+                # The stand-in upstream registry is on loopback, which mirrors may not read by default.
+                "ECR_OPERATOR_MIRROR_ALLOWED_SOURCES": "127.0.0.1/32",
+            }
             operator = subprocess.Popen(
                 [sys.executable, "-m", "ecr_operator", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
             )
@@ -57,6 +76,34 @@ def main() -> int:
             operator.wait(timeout=15)
         world.stop(discard_data=True)
         print("demo: stopped", flush=True)
+
+
+def _seed_upstream_images(world: World) -> None:
+    upstream = world.registry_client("anonymous")
+    for repository, tags in UPSTREAM_IMAGES.items():
+        for tag in tags:
+            upstream.push_index(repository, tag, platforms=("linux/amd64", "linux/arm64", "linux/s390x"))
+
+
+def _create_example_roles(world: World) -> None:
+    """The IAM role examples/ecrrepository-full.yaml grants access to, as an admin would have made it."""
+    trust = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            ],
+        }
+    )
+    world.boto3_client("iam").create_role(RoleName=EXAMPLE_ROLE, AssumeRolePolicyDocument=trust)
+
+
+def _examples_pointed_at(world: World, examples: Path) -> str:
+    """All example objects as one YAML stream, with public source registries replaced by the stand-in."""
+    text = "\n---\n".join(path.read_text() for path in sorted(examples.glob("*.yaml")))
+    for public in PUBLIC_REGISTRIES:
+        text = text.replace(f"image: {public}", f"image: {world.registries['anonymous'].host}/")
+    return text
 
 
 def _wait_for_conditions(world: World) -> None:

@@ -1,0 +1,50 @@
+"""Registry credentials for pushing to ECR: the identity's authorization token, from a ``TokenCache``.
+
+An ECR token opens every registry its IAM principal may reach in the region, so one cache entry per
+identity serves every repository and mirror using it. The registry client asks for credentials before
+each request it authenticates; this answers from the cache and refreshes only when the cache says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from ecr_operator.aws.session import AwsIdentity
+from ecr_operator.aws.tokens import TokenCache, utc_now
+from ecr_operator.registry.auth import Credentials
+from ecr_operator.registry.errors import AuthError
+
+
+class EcrCredentials:
+    """A registry ``CredentialsProvider`` for one ECR registry host, pushed to as ``identity``."""
+
+    def __init__(
+        self,
+        tokens: TokenCache,
+        identity: AwsIdentity,
+        registry_host: str,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._tokens = tokens
+        self._identity = identity
+        self._host = registry_host
+        self._clock = clock
+
+    async def credentials_for(self, registry: str, repository: str) -> Credentials | None:
+        if registry != self._host:
+            return None
+        status = self._tokens.status(self._identity)
+        token = status.token if status is not None else None
+        if (
+            token is None
+            or token.expires_at <= self._clock()
+            or not self._tokens.seconds_until_refresh(self._identity)
+        ):
+            status = await self._tokens.refresh(self._identity)
+            token = status.token
+        if token is None or token.expires_at <= self._clock():
+            problem = status.problem.message if status is not None and status.problem else "no token"
+            raise AuthError(f"no ECR authorization token for {self._identity.describe()}: {problem}")
+        return Credentials(token.username, token.password)

@@ -1,0 +1,241 @@
+"""Process-wide machinery of ImageMirror syncs: registry sessions, ECR tokens, Kubernetes calls, wake-ups.
+
+Two aiohttp sessions, on purpose: sources are user input and go through the guarded session, which refuses
+internal addresses at every connection (see ``registry.guard``); destinations are ECR hosts the operator
+chose (or the admin's registry host override, which may well be internal) and use a plain one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Mapping
+from typing import Any
+
+import aiohttp
+import kopf
+import kubernetes.client
+from yarl import URL
+
+from ecr_operator.api.common import GROUP, VERSION
+from ecr_operator.api.mirror import IMAGE_MIRROR
+from ecr_operator.api.repository import ECR_REPOSITORY
+from ecr_operator.aws.registry_credentials import EcrCredentials
+from ecr_operator.aws.session import AwsClients, AwsIdentity
+from ecr_operator.aws.tokens import EcrTokenSource, RefreshSchedule, RegistryLogin, TokenCache
+from ecr_operator.config import Settings
+from ecr_operator.kubeapi import FIELD_MANAGER, MERGE_PATCH, KubeApiError, _call, load_api_client
+from ecr_operator.registry import AiohttpSender, CredentialsProvider, RegistryClient, create_session
+from ecr_operator.registry import TokenCache as RegistryTokens
+from ecr_operator.registry.guard import GuardedSender, check_host, create_guarded_session, literal_address
+from ecr_operator.registry.reference import api_host
+
+JSON_PATCH = "application/json-patch+json"
+REPOSITORIES = ECR_REPOSITORY.plural
+MIRRORS = IMAGE_MIRROR.plural
+
+
+class MirrorObjects:
+    """The Kubernetes calls of the mirror controller, each in the operator's thread pool."""
+
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self._client = client
+        self._core = kubernetes.client.CoreV1Api(client)
+        self._custom = kubernetes.client.CustomObjectsApi(client)
+
+    def close(self) -> None:
+        self._client.close()
+
+    async def repository(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The EcrRepository ``name`` of ``namespace``, or None."""
+        try:
+            found = await _call(
+                f"read EcrRepository {namespace}/{name}",
+                self._custom.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                REPOSITORIES,
+                name,
+            )
+        except KubeApiError as error:
+            if error.not_found:
+                return None
+            raise
+        return dict(found)
+
+    async def create_repository(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        created = await _call(
+            f"create EcrRepository {namespace}/{body['metadata']['name']}",
+            self._custom.create_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            REPOSITORIES,
+            dict(body),
+            field_manager=FIELD_MANAGER,
+        )
+        return dict(created)
+
+    async def replace_repository_spec(
+        self, namespace: str, name: str, spec: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Set the whole spec, so that fields removed from the template are removed here too."""
+        patched = await _call(
+            f"update EcrRepository {namespace}/{name}",
+            self._custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            REPOSITORIES,
+            name,
+            [{"op": "replace", "path": "/spec", "value": dict(spec)}],
+            field_manager=FIELD_MANAGER,
+            _content_type=JSON_PATCH,
+        )
+        return dict(patched)
+
+    async def secret_data(self, namespace: str, name: str) -> tuple[str, dict[str, str]] | None:
+        """Type and (base64) data of a Secret, or None when it does not exist."""
+        try:
+            secret = await _call(
+                f"read Secret {namespace}/{name}", self._core.read_namespaced_secret, name, namespace
+            )
+        except KubeApiError as error:
+            if error.not_found:
+                return None
+            raise
+        return str(secret.type or ""), dict(secret.data or {})
+
+    async def patch_mirror_status(
+        self, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch an ImageMirror's status; returns the status as stored."""
+        patched = await _call(
+            f"patch ImageMirror {namespace}/{name} status",
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            MIRRORS,
+            name,
+            {"status": dict(patch)},
+            field_manager=FIELD_MANAGER,
+            _content_type=MERGE_PATCH,
+        )
+        return dict(patched.get("status") or {})
+
+
+class Mirroring:
+    """Shared by every mirror's daemon: clients, the limit on syncs at once, and per-mirror wake-ups."""
+
+    def __init__(self, settings: Settings, aws: AwsClients) -> None:
+        self.settings = settings
+        self._aws = aws
+        self.syncs = asyncio.Semaphore(settings.mirror_concurrency)
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._sources: aiohttp.ClientSession | None = None
+        self._destinations: aiohttp.ClientSession | None = None
+        self._tokens: TokenCache | None = None
+        # Bearer tokens of source registries, shared by every pass: a token is cached per registry, scope
+        # and credentials (their fingerprint), so one never serves another secret's requests.
+        self._source_tokens = RegistryTokens()
+        self._objects: MirrorObjects | None = None
+        self.failures: dict[str, int] = {}
+        self.statuses: dict[str, dict[str, Any]] = {}
+
+    async def start(self) -> None:
+        policy = self.settings.mirror_sources
+        self._sources = create_guarded_session(policy, ca_bundle=self.settings.ca_bundle)
+        self._destinations = create_session(ca_bundle=self.settings.ca_bundle)
+        self._tokens = TokenCache(
+            EcrTokenSource(self._aws),
+            RegistryLogin(self._destinations, self.settings.registry_host_overrides),
+            RefreshSchedule(
+                lead=self.settings.token_refresh_lead,
+                jitter=self.settings.token_refresh_jitter,
+                fallback_lifetime=self.settings.token_fallback_lifetime,
+            ),
+        )
+
+    async def stop(self) -> None:
+        for session in (self._sources, self._destinations):
+            if session is not None:
+                await session.close()
+        if self._objects is not None:
+            self._objects.close()
+
+    @property
+    def objects(self) -> MirrorObjects:
+        """Created on first use: an operator without mirrors never opens this client."""
+        if self._objects is None:
+            self._objects = MirrorObjects(load_api_client(self.settings.mirror_concurrency * 2 + 2))
+        return self._objects
+
+    def source_client(self, credentials: CredentialsProvider) -> RegistryClient:
+        """A client for a mirror's source: every connection it makes is judged by the source policy."""
+        if self._sources is None:
+            raise RuntimeError("mirroring is not started")
+        sender = GuardedSender(AiohttpSender(self._sources), self.settings.mirror_sources)
+        return RegistryClient(sender, credentials=credentials, token_cache=self._source_tokens)
+
+    def destination_client(self, registry_host: str, identity: AwsIdentity) -> RegistryClient:
+        """A client pushing to the ECR registry ``registry_host`` as ``identity``; the registry host
+        override, if the admin set one, says where that registry is really served."""
+        if self._destinations is None or self._tokens is None:
+            raise RuntimeError("mirroring is not started")
+        overrides = self.settings.registry_host_overrides
+        served_at = overrides.get(registry_host) or overrides.get("*")
+        return RegistryClient(
+            AiohttpSender(self._destinations),
+            credentials=EcrCredentials(self._tokens, identity, registry_host),
+            endpoints={registry_host: served_at} if served_at else None,
+        )
+
+    def forget_token(self, identity: AwsIdentity) -> None:
+        """Drop a token the registry refused, so the next pass fetches a new one."""
+        if self._tokens is not None:
+            self._tokens.forget(identity)
+
+    async def check_source(self, registry: str) -> None:
+        """Refuse a source host the policy forbids before any request, for a clear condition; the guarded
+        session checks again at every connection. A name that does not resolve is left to the copy."""
+        host = URL.build(scheme="https", authority=api_host(registry)).host or ""
+        address = literal_address(host)
+        if address is not None:
+            check_host(self.settings.mirror_sources, host, [address])
+            return
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError:
+            return
+        check_host(self.settings.mirror_sources, host, [ipaddress.ip_address(entry[4][0]) for entry in found])
+
+    # --- wake-ups -------------------------------------------------------------------------------------
+
+    def request_sync(self, uid: str) -> None:
+        """Make the mirror's daemon sync now (spec changed, or a sync was requested)."""
+        self._wakeups.setdefault(uid, asyncio.Event()).set()
+
+    async def sleep(self, uid: str, seconds: float | None, stopped: kopf.DaemonStopped) -> None:
+        """Wait ``seconds`` (None: until woken), or less when a sync is requested or the daemon stops."""
+        wake = self._wakeups.setdefault(uid, asyncio.Event())
+        if not wake.is_set() and not stopped:
+            waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(_stopped(stopped, seconds))]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+        wake.clear()
+
+    def forget(self, uid: str) -> None:
+        self._wakeups.pop(uid, None)
+        self.failures.pop(uid, None)
+        self.statuses.pop(uid, None)
+
+
+async def _stopped(stopped: kopf.DaemonStopped, seconds: float | None) -> None:
+    waiting: Awaitable[Any] = stopped.wait(seconds)  # awaitable in async daemons (kopf.AsyncFlagPromise)
+    await waiting
