@@ -11,8 +11,10 @@ there when applied.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,9 +25,10 @@ from types import FrameType
 from ecr_operator.sandbox.world import World
 
 DEMO_NAMESPACE = "demo"
-SETTLE_TIMEOUT = 60.0
+SETTLE_TIMEOUT = 90.0
 PUBLIC_REGISTRIES = ("docker.io/", "quay.io/")
 EXAMPLE_ROLE = "payments-api-deployer"
+SOURCE_SECRET = "quay-pull"  # noqa: S105 -- the Secret object's name
 # Look-alikes of what examples/ mirrors: repository -> (tags pushed as multi-platform indexes).
 UPSTREAM_IMAGES = {
     "library/nginx": ("1.26.3", "1.27.0", "1.27.1", "1.27.2", "1.27.3", "1.27.4-rc1", "stable-alpine"),
@@ -43,7 +46,7 @@ def main() -> int:
     try:
         print(f"demo: world up in {world.startup_seconds:.1f}s; starting ecr-operator run", flush=True)
         operator_log = state_dir / "logs" / "operator.log"
-        _seed_upstream_images(world)
+        pinned_digests = _seed_upstream_images(world)
         _create_example_roles(world)
         with operator_log.open("wb") as log:
             env = {
@@ -56,9 +59,9 @@ def main() -> int:
                 [sys.executable, "-m", "ecr_operator", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
             )
         world.kubectl("create", "namespace", DEMO_NAMESPACE)
-        print(
-            world.kubectl("apply", "-n", DEMO_NAMESPACE, "-f", str(repo_root / "examples")).stdout, flush=True
-        )
+        _create_source_credentials(world)
+        examples = _examples_pointed_at(world, repo_root / "examples", pinned_digests)
+        print(world.kubectl("apply", "-n", DEMO_NAMESPACE, "-f", "-", input=examples).stdout, flush=True)
         _wait_for_conditions(world)
         print(
             world.kubectl("get", "ecrrepositories,imagemirrors", "-n", DEMO_NAMESPACE, "-o", "wide").stdout,
@@ -78,11 +81,33 @@ def main() -> int:
         print("demo: stopped", flush=True)
 
 
-def _seed_upstream_images(world: World) -> None:
+def _seed_upstream_images(world: World) -> dict[str, str]:
+    """Push the look-alikes; returns each repository's digest of a build that is pinned, not tagged."""
     upstream = world.registry_client("anonymous")
+    platforms = ("linux/amd64", "linux/arm64", "linux/s390x")
+    pinned: dict[str, str] = {}
     for repository, tags in UPSTREAM_IMAGES.items():
         for tag in tags:
-            upstream.push_index(repository, tag, platforms=("linux/amd64", "linux/arm64", "linux/s390x"))
+            upstream.push_index(repository, tag, platforms=platforms)
+        pinned[repository] = upstream.push_index(repository, "pinned-build", platforms=platforms)
+    return pinned
+
+
+def _create_source_credentials(world: World) -> None:
+    """The dockerconfigjson Secret examples/imagemirror-create.yaml reads its (private) source with."""
+    host = world.registries["anonymous"].host
+    auth = base64.b64encode(b"demo:demo").decode()
+    config = json.dumps({"auths": {host: {"auth": auth}}})
+    world.kubectl(
+        "create",
+        "secret",
+        "docker-registry",
+        SOURCE_SECRET,
+        "-n",
+        DEMO_NAMESPACE,
+        "--from-file=.dockerconfigjson=/dev/stdin",
+        input=config,
+    )
 
 
 def _create_example_roles(world: World) -> None:
@@ -98,16 +123,18 @@ def _create_example_roles(world: World) -> None:
     world.boto3_client("iam").create_role(RoleName=EXAMPLE_ROLE, AssumeRolePolicyDocument=trust)
 
 
-def _examples_pointed_at(world: World, examples: Path) -> str:
-    """All example objects as one YAML stream, with public source registries replaced by the stand-in."""
+def _examples_pointed_at(world: World, examples: Path, pinned_digests: dict[str, str]) -> str:
+    """All example objects as one YAML stream, with public source registries replaced by the stand-in and
+    the example's made-up digest pin replaced by a build the stand-in really has."""
     text = "\n---\n".join(path.read_text() for path in sorted(examples.glob("*.yaml")))
+    text = re.sub(r"sha256:[0-9a-f]{64}", pinned_digests["prometheus/node-exporter"], text)
     for public in PUBLIC_REGISTRIES:
         text = text.replace(f"image: {public}", f"image: {world.registries['anonymous'].host}/")
     return text
 
 
 def _wait_for_conditions(world: World) -> None:
-    """Until every object reports a Ready condition (whatever its value) or the timeout passes."""
+    """Until every object is Ready (mirrors have copied their first tags) or the timeout passes."""
     deadline = time.monotonic() + SETTLE_TIMEOUT
     jsonpath = '{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}'
     while time.monotonic() < deadline:
@@ -115,7 +142,7 @@ def _wait_for_conditions(world: World) -> None:
             "get", "ecrrepositories,imagemirrors", "-n", DEMO_NAMESPACE, "-o", f"jsonpath={jsonpath}"
         )
         states = result.stdout.splitlines()
-        if states and all(states):
+        if states and all(state == "True" for state in states):
             return
         time.sleep(1)
 
