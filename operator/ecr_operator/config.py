@@ -382,7 +382,6 @@ class Settings(BaseSettings):
     peering_name: str | None = None
     """kopf peering object for active/standby replicas; unset means standalone (one replica)."""
     peering_priority: int = 0
-    max_concurrent_reconciles: int = Field(default=32, ge=1, le=1024)
     """Objects whose events kopf processes at once (kopf's queueing worker limit)."""
     aws_max_concurrency: int = Field(default=16, ge=1, le=256)
     """Blocking AWS SDK calls in flight at once (the size of the operator's thread pool)."""
