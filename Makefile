@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBIAN_PACKAGES := docker-registry skopeo apache2-utils
+DEBIAN_PACKAGES := docker-registry skopeo apache2-utils time
 PYTEST_ARGS ?=
 BENCH ?=
 BENCH_RESULTS ?= bench/results
@@ -26,7 +26,7 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed ## Python virtualenv with the package and dev tools
 
 .PHONY: debian
-debian: ## Debian packages the test world uses (distribution registry, skopeo, htpasswd)
+debian: ## Debian packages the test world and benchmarks use (distribution registry, skopeo, htpasswd, GNU time)
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
@@ -46,8 +46,9 @@ lint: venv ## ruff lint and format check
 	$(BIN)/ruff format --check $(LINT_PATHS)
 
 .PHONY: typecheck
-typecheck: venv ## mypy --strict
+typecheck: venv ## mypy --strict (the package, then the benchmarks)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict bench
 
 .PHONY: crds
 crds: venv ## regenerate crds/ (and the chart's copy) from the API models

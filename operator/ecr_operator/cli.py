@@ -9,10 +9,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ecr_operator import __version__
-from ecr_operator.config import InvalidSettingsError, load_settings, unknown_variables
-from ecr_operator.logs import configure_logging
-
 logger = logging.getLogger("ecr_operator")
 
 EXIT_FAILURE = 1
@@ -20,6 +16,8 @@ EXIT_BAD_SETTINGS = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ecr_operator import __version__
+
     parser = argparse.ArgumentParser(
         prog="ecr-operator",
         description="Amazon ECR for Kubernetes: repositories, IAM access, pull secrets, image mirrors.",
@@ -36,9 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument(
         "--out", type=Path, default=Path("crds"), help="directory to write into (default: crds)"
     )
-    # Only listed here for --help: its arguments belong to the sandbox's own parser (see main).
+    # Only listed here for --help: their arguments belong to their own parsers (see main).
     commands.add_parser(
         "sandbox", help="start or stop the local test world (see: ecr-operator sandbox --help)"
+    )
+    commands.add_parser(
+        "mirror", help="copy an image, or matching tags, once (see: ecr-operator mirror --help)"
     )
     return parser
 
@@ -49,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ecr_operator.sandbox.cli import main as sandbox_main
 
         return sandbox_main(arguments[1:])
+    if arguments[:1] == ["mirror"]:
+        from ecr_operator.mirror_cli import main as mirror_main
+
+        return mirror_main(arguments[1:])
     options = build_parser().parse_args(arguments)
     if options.command == "crds":
         from ecr_operator.api.crd import write_crds
@@ -60,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> int:
+    # Imported here, not at the top: pydantic costs `ecr-operator mirror` a tenth of a second to start.
+    from ecr_operator.config import InvalidSettingsError, load_settings, unknown_variables
+    from ecr_operator.logs import configure_logging
+
     try:
         settings = load_settings()
     except InvalidSettingsError as error:
