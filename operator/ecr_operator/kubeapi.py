@@ -82,7 +82,7 @@ class KubeApi:
 
     async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> str:
         """Create a Secret; returns its UID."""
-        created = await _call(
+        created = await call_api(
             f"create Secret {namespace}/{body['metadata']['name']}",
             self._core.create_namespaced_secret,
             namespace,
@@ -93,7 +93,7 @@ class KubeApi:
 
     async def patch_secret(self, namespace: str, name: str, patch: Mapping[str, Any]) -> str:
         """Merge-patch a Secret in place; returns its UID."""
-        patched = await _call(
+        patched = await call_api(
             f"patch Secret {namespace}/{name}",
             self._core.patch_namespaced_secret,
             name,
@@ -106,7 +106,7 @@ class KubeApi:
 
     async def secret_labels(self, namespace: str, name: str) -> tuple[str, dict[str, str]]:
         """UID and labels of a Secret (to tell whether a name is taken by someone else's)."""
-        secret = await _call(
+        secret = await call_api(
             f"read Secret {namespace}/{name}", self._core.read_namespaced_secret, name, namespace
         )
         return str(secret.metadata.uid), dict(secret.metadata.labels or {})
@@ -114,7 +114,7 @@ class KubeApi:
     async def delete_secret(self, namespace: str, name: str, uid: str) -> None:
         """Delete a Secret, only if it is still the object with ``uid``; an absent one is fine."""
         try:
-            await _call(
+            await call_api(
                 f"delete Secret {namespace}/{name}",
                 self._core.delete_namespaced_secret,
                 name,
@@ -126,7 +126,7 @@ class KubeApi:
                 raise
 
     async def patch_service_account(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-        await _call(
+        await call_api(
             f"patch ServiceAccount {namespace}/{name}",
             self._core.patch_namespaced_service_account,
             name,
@@ -137,7 +137,7 @@ class KubeApi:
         )
 
     async def patch_repository_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-        await _call(
+        await call_api(
             f"patch EcrRepository {namespace}/{name} status",
             self._custom.patch_namespaced_custom_object_status,
             GROUP,
@@ -173,12 +173,14 @@ class KubeApi:
             "lastTimestamp": now,
             "count": 1,
         }
-        await _call(
+        await call_api(
             f"post Event on {about.kind} {about.name}", self._core.create_namespaced_event, namespace, body
         )
 
 
-async def _call(what: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+async def call_api(what: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one blocking Kubernetes client call in the thread pool; its error keeps status and reason only
+    (a response body can carry a Secret's data)."""
     try:
         return await asyncio.to_thread(function, *args, **kwargs)
     except ApiException as error:

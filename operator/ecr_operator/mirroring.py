@@ -25,7 +25,7 @@ from ecr_operator.aws.registry_credentials import EcrCredentials
 from ecr_operator.aws.session import AwsClients, AwsIdentity
 from ecr_operator.aws.tokens import EcrTokenSource, RefreshSchedule, RegistryLogin, TokenCache
 from ecr_operator.config import Settings
-from ecr_operator.kubeapi import FIELD_MANAGER, MERGE_PATCH, KubeApiError, _call, load_api_client
+from ecr_operator.kubeapi import FIELD_MANAGER, MERGE_PATCH, KubeApiError, call_api, load_api_client
 from ecr_operator.registry import AiohttpSender, CredentialsProvider, RegistryClient, create_session
 from ecr_operator.registry import TokenCache as RegistryTokens
 from ecr_operator.registry.guard import GuardedSender, check_host, create_guarded_session, literal_address
@@ -50,7 +50,7 @@ class MirrorObjects:
     async def repository(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The EcrRepository ``name`` of ``namespace``, or None."""
         try:
-            found = await _call(
+            found = await call_api(
                 f"read EcrRepository {namespace}/{name}",
                 self._custom.get_namespaced_custom_object,
                 GROUP,
@@ -66,7 +66,7 @@ class MirrorObjects:
         return dict(found)
 
     async def create_repository(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        created = await _call(
+        created = await call_api(
             f"create EcrRepository {namespace}/{body['metadata']['name']}",
             self._custom.create_namespaced_custom_object,
             GROUP,
@@ -82,7 +82,7 @@ class MirrorObjects:
         self, namespace: str, name: str, spec: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Set the whole spec, so that fields removed from the template are removed here too."""
-        patched = await _call(
+        patched = await call_api(
             f"update EcrRepository {namespace}/{name}",
             self._custom.patch_namespaced_custom_object,
             GROUP,
@@ -99,7 +99,7 @@ class MirrorObjects:
     async def secret_data(self, namespace: str, name: str) -> tuple[str, dict[str, str]] | None:
         """Type and (base64) data of a Secret, or None when it does not exist."""
         try:
-            secret = await _call(
+            secret = await call_api(
                 f"read Secret {namespace}/{name}", self._core.read_namespaced_secret, name, namespace
             )
         except KubeApiError as error:
@@ -112,7 +112,7 @@ class MirrorObjects:
         self, namespace: str, name: str, patch: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Merge-patch an ImageMirror's status; returns the status as stored."""
-        patched = await _call(
+        patched = await call_api(
             f"patch ImageMirror {namespace}/{name} status",
             self._custom.patch_namespaced_custom_object_status,
             GROUP,
