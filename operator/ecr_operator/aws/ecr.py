@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -236,35 +236,36 @@ class EcrRepositories:
 
     async def lifecycle_policy(self, registry: RegistryRef, name: str) -> str | None:
         client = self._client(registry)
-        try:
-            response = await call_aws(
-                SERVICE,
-                "GetLifecyclePolicy",
-                client.get_lifecycle_policy,
-                repositoryName=name,
-                **registry.parameters(),
-            )
-        except AwsCallFailed as error:
-            if error.code == LIFECYCLE_POLICY_NOT_FOUND:
-                return None
-            raise
-        return response.get("lifecyclePolicyText")
+        response = await self._read_policy(
+            registry, name, "GetLifecyclePolicy", client.get_lifecycle_policy, LIFECYCLE_POLICY_NOT_FOUND
+        )
+        return None if response is None else response.get("lifecyclePolicyText")
 
     async def repository_policy(self, registry: RegistryRef, name: str) -> str | None:
         client = self._client(registry)
+        response = await self._read_policy(
+            registry, name, "GetRepositoryPolicy", client.get_repository_policy, REPOSITORY_POLICY_NOT_FOUND
+        )
+        return None if response is None else response.get("policyText")
+
+    async def _read_policy(
+        self,
+        registry: RegistryRef,
+        name: str,
+        operation: str,
+        method: Callable[..., Any],
+        not_found_code: str,
+    ) -> Mapping[str, Any] | None:
+        """A Get*Policy response, or None when the repository has none (ECR answers that with an error)."""
         try:
-            response = await call_aws(
-                SERVICE,
-                "GetRepositoryPolicy",
-                client.get_repository_policy,
-                repositoryName=name,
-                **registry.parameters(),
+            response: Mapping[str, Any] = await call_aws(
+                SERVICE, operation, method, repositoryName=name, **registry.parameters()
             )
         except AwsCallFailed as error:
-            if error.code == REPOSITORY_POLICY_NOT_FOUND:
+            if error.code == not_found_code:
                 return None
             raise
-        return response.get("policyText")
+        return response
 
     # --- writing ------------------------------------------------------------------------------------
 
