@@ -579,8 +579,11 @@ class _Launcher:
         )
         (self.state_dir / "world.json").write_text(state.model_dump_json(indent=2))
         world = World(self.state_dir, state, self.processes)
+        # The world's kubectl and helm first on PATH: a sourced shell talks to it with matching versions.
+        tool_dirs = ":".join(shlex.quote(str(tool_path(name).parent)) for name in ("kubectl", "helm"))
         world.env_file.write_text(
             "".join(f"export {key}={shlex.quote(value)}\n" for key, value in world.shell_env().items())
+            + f'export PATH={tool_dirs}:"$PATH"\n'
         )
         return world
 
