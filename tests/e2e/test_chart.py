@@ -87,7 +87,7 @@ def test_values_become_operator_settings(world: World) -> None:
     assert env["ECR_OPERATOR_BIND_ADDRESS"] == "0.0.0.0"  # noqa: S104 -- a pod serves probes on its IP
 
 
-def test_more_than_one_replica_requires_peering(world: World) -> None:
+def test_more_than_one_replica_is_refused(world: World) -> None:
     result = subprocess.run(
         [str(tool_path("helm")), "template", RELEASE, str(CHART), "--set", "replicas=2"],
         capture_output=True,
@@ -95,7 +95,7 @@ def test_more_than_one_replica_requires_peering(world: World) -> None:
         check=False,
     )
     assert result.returncode != 0
-    assert "peering.name" in result.stderr
+    assert "replicas must be 1" in result.stderr
 
 
 @pytest.fixture
