@@ -15,6 +15,9 @@ import pytest
 from ecr_operator.sandbox.processes import tail
 from ecr_operator.sandbox.world import World
 
+# The ``operator`` fixture (``ecr-operator run`` as a real process), for the e2e and chaos layers.
+pytest_plugins = ["operator_fixture"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOG_TAIL_LINES = 60
 WORLD_KEY = pytest.StashKey[World]()

@@ -1,4 +1,4 @@
-"""The ``operator`` fixture: ``ecr-operator run`` as a real process against the test world."""
+"""The ``operator`` fixture: ``ecr-operator run`` as a real process against the test world (e2e and chaos)."""
 
 from __future__ import annotations
 
