@@ -42,10 +42,11 @@ RBAC = Path(__file__).parent / "rbac" / "ecr-operator-pull-secrets.yaml"
 
 
 def eventually(what: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1) -> T:
+    """The probe's first truthy answer: an empty list (no Event yet) means "not yet", not "done"."""
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
-        if value is not None and value is not False:
+        if value:
             return value
         if time.monotonic() > deadline:
             pytest.fail(f"{what}: not within {timeout:.0f}s")
