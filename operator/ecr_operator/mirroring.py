@@ -23,7 +23,7 @@ from ecr_operator.api.mirror import IMAGE_MIRROR
 from ecr_operator.api.repository import ECR_REPOSITORY
 from ecr_operator.aws.registry_credentials import EcrCredentials
 from ecr_operator.aws.session import AwsClients, AwsIdentity
-from ecr_operator.aws.tokens import EcrTokenSource, RefreshSchedule, RegistryLogin, TokenCache
+from ecr_operator.aws.tokens import TokenCache, ecr_token_cache, registry_endpoint
 from ecr_operator.config import Settings
 from ecr_operator.kubeapi import FIELD_MANAGER, MERGE_PATCH, KubeApiError, call_api, load_api_client
 from ecr_operator.registry import AiohttpSender, CredentialsProvider, RegistryClient, create_session
@@ -149,15 +149,7 @@ class Mirroring:
         policy = self.settings.mirror_sources
         self._sources = create_guarded_session(policy, ca_bundle=self.settings.ca_bundle)
         self._destinations = create_session(ca_bundle=self.settings.ca_bundle)
-        self._tokens = TokenCache(
-            EcrTokenSource(self._aws),
-            RegistryLogin(self._destinations, self.settings.registry_host_overrides),
-            RefreshSchedule(
-                lead=self.settings.token_refresh_lead,
-                jitter=self.settings.token_refresh_jitter,
-                fallback_lifetime=self.settings.token_fallback_lifetime,
-            ),
-        )
+        self._tokens = ecr_token_cache(self._aws, self._destinations, self.settings)
 
     async def stop(self) -> None:
         for session in (self._sources, self._destinations):
@@ -185,12 +177,11 @@ class Mirroring:
         override, if the admin set one, says where that registry is really served."""
         if self._destinations is None or self._tokens is None:
             raise RuntimeError("mirroring is not started")
-        overrides = self.settings.registry_host_overrides
-        served_at = overrides.get(registry_host) or overrides.get("*")
+        served_at = registry_endpoint(registry_host, self.settings.registry_host_overrides)
         return RegistryClient(
             AiohttpSender(self._destinations),
             credentials=EcrCredentials(self._tokens, identity, registry_host),
-            endpoints={registry_host: served_at} if served_at else None,
+            endpoints={registry_host: served_at} if served_at != registry_host else None,
         )
 
     def forget_token(self, identity: AwsIdentity) -> None:

@@ -23,6 +23,7 @@ import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ecr_operator.aws.session import AwsClients, AwsIdentity, error_code
+from ecr_operator.config import Settings
 
 # ECR issues tokens valid for 12 h. An expiry that is missing, not after the moment of issue, or further
 # out than this is nonsense (moto reports the year 2015) and the configured fallback lifetime applies.
@@ -307,3 +308,17 @@ class RegistryLogin:
             raise TokenRefreshError(
                 REGISTRY_UNREACHABLE, f"{token.registry_host} answered HTTP {status} at /v2/"
             )
+
+
+def ecr_token_cache(aws: AwsClients, session: aiohttp.ClientSession, settings: Settings) -> TokenCache:
+    """The operator's ECR tokens: fetched as each identity, checked at the registry's ``/v2/`` (through the
+    host overrides, with ``session``), refreshed on the schedule the settings give."""
+    return TokenCache(
+        EcrTokenSource(aws),
+        RegistryLogin(session, settings.registry_host_overrides),
+        RefreshSchedule(
+            lead=settings.token_refresh_lead,
+            jitter=settings.token_refresh_jitter,
+            fallback_lifetime=settings.token_fallback_lifetime,
+        ),
+    )

@@ -30,13 +30,7 @@ import kopf
 
 from ecr_operator.api.common import API_VERSION, GROUP, VERSION
 from ecr_operator.aws.session import AwsClients, AwsIdentity
-from ecr_operator.aws.tokens import (
-    EcrTokenSource,
-    RefreshSchedule,
-    RegistryLogin,
-    TokenCache,
-    TokenStatus,
-)
+from ecr_operator.aws.tokens import TokenCache, TokenStatus, ecr_token_cache
 from ecr_operator.conditions import find_condition, format_time
 from ecr_operator.config import Settings
 from ecr_operator.kubeapi import KubeApi, KubeApiError, ObjectReference, load_api_client
@@ -59,7 +53,7 @@ from ecr_operator.reconcile.pullsecrets import (
     plan_namespace,
     repository_conditions_patch,
 )
-from ecr_operator.registry.transport import build_ssl_context
+from ecr_operator.registry.transport import create_session
 from ecr_operator.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -498,17 +492,8 @@ async def _create_controller(
     settings: Settings, metrics: Metrics, aws: AwsClients, indexes: PullSecretIndexes
 ) -> PullSecretController:
     kube_client = await asyncio.to_thread(load_api_client, settings.aws_max_concurrency)
-    connector = aiohttp.TCPConnector(ssl=build_ssl_context(settings.ca_bundle), limit=REGISTRY_CONNECTIONS)
-    session = aiohttp.ClientSession(connector=connector)
-    tokens = TokenCache(
-        EcrTokenSource(aws),
-        RegistryLogin(session, settings.registry_host_overrides),
-        RefreshSchedule(
-            lead=settings.token_refresh_lead,
-            jitter=settings.token_refresh_jitter,
-            fallback_lifetime=settings.token_fallback_lifetime,
-        ),
-    )
+    session = create_session(ca_bundle=settings.ca_bundle, connections=REGISTRY_CONNECTIONS)
+    tokens = ecr_token_cache(aws, session, settings)
     _warn_about_unusable_roles(settings)
     return PullSecretController(settings, metrics, indexes, tokens, KubeApi(kube_client), session)
 
