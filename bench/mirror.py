@@ -474,39 +474,34 @@ def seed_large(stage: Stage, repository: str) -> tuple[str, str]:
 
 
 def single_image_cold(stage: Stage, tools: Sequence[Copier]) -> None:
-    able = copying(tools)
-    plan = list(rounds(able, stage.runs.single))
-    digests = {
-        (run, tool.name): seed_single(stage, stage.repository("src", "single", tool.name, run))
-        for run, tool in plan
-    }
-    settle()
-    for run, tool in plan:
-        target = stage.repository("dst", "single", tool.name, run)
-        source = stage.repository("src", "single", tool.name, run)
-        argv = tool.copy(f"{stage.source.host}/{source}:v1", f"{stage.destination.host}/{target}:v1")
-        expected = {"v1": digests[(run, tool.name)]}
-        measured = stage.measure("single_image_cold", tool, argv, target, expected)
-        if measured is not None:
-            stage.record("single_image_cold", tool.name, measured)
+    cold_copy(stage, tools, "single_image_cold", "single", stage.runs.single, seed_single)
 
 
 def multi_arch_cold(stage: Stage, tools: Sequence[Copier]) -> None:
-    able = copying(tools)
-    plan = list(rounds(able, stage.runs.multi_arch))
+    cold_copy(stage, tools, "multi_arch_cold", "multi", stage.runs.multi_arch, seed_multi_arch)
+
+
+def cold_copy(
+    stage: Stage,
+    tools: Sequence[Copier],
+    case: str,
+    slug: str,
+    runs: int,
+    seed: Callable[[Stage, str], str],
+) -> None:
+    """One image tagged v1, freshly seeded per (run, tool), copied into an empty repository by each tool."""
+    plan = list(rounds(copying(tools), runs))
     digests = {
-        (run, tool.name): seed_multi_arch(stage, stage.repository("src", "multi", tool.name, run))
-        for run, tool in plan
+        (run, tool.name): seed(stage, stage.repository("src", slug, tool.name, run)) for run, tool in plan
     }
     settle()
     for run, tool in plan:
-        target = stage.repository("dst", "multi", tool.name, run)
-        source = stage.repository("src", "multi", tool.name, run)
+        target = stage.repository("dst", slug, tool.name, run)
+        source = stage.repository("src", slug, tool.name, run)
         argv = tool.copy(f"{stage.source.host}/{source}:v1", f"{stage.destination.host}/{target}:v1")
-        expected = {"v1": digests[(run, tool.name)]}
-        measured = stage.measure("multi_arch_cold", tool, argv, target, expected)
+        measured = stage.measure(case, tool, argv, target, {"v1": digests[(run, tool.name)]})
         if measured is not None:
-            stage.record("multi_arch_cold", tool.name, measured)
+            stage.record(case, tool.name, measured)
 
 
 def tag_sync(stage: Stage, tools: Sequence[Copier]) -> None:
