@@ -58,16 +58,16 @@ async def test_names_resolving_to_internal_addresses_are_refused(addresses: list
 
 
 async def test_one_internal_address_among_public_ones_is_enough_to_refuse() -> None:
-    resolver = GuardedResolver(DEFAULT, ScriptedResolver({"mixed.example": [["203.0.113.7", "10.0.0.7"]]}))
+    resolver = GuardedResolver(DEFAULT, ScriptedResolver({"mixed.example": [["54.1.2.3", "10.0.0.7"]]}))
     with pytest.raises(SourceRefused, match=r"10\.0\.0\.7"):
         await resolver.resolve("mixed.example", 443)
 
 
 async def test_a_name_rebound_to_the_metadata_service_is_refused_at_the_next_connection() -> None:
-    scripted = ScriptedResolver({"rebind.example": [["203.0.113.7"], ["169.254.169.254"]]})
+    scripted = ScriptedResolver({"rebind.example": [["54.1.2.3"], ["169.254.169.254"]]})
     resolver = GuardedResolver(DEFAULT, scripted)
     first = await resolver.resolve("rebind.example", 443)
-    assert [result["host"] for result in first] == ["203.0.113.7"]
+    assert [result["host"] for result in first] == ["54.1.2.3"]
     with pytest.raises(SourceRefused, match=r"169\.254\.169\.254"):
         await resolver.resolve("rebind.example", 443)
 
@@ -82,7 +82,7 @@ async def test_admin_allowances_admit_networks_and_host_names() -> None:
     )
     assert [r["host"] for r in await by_name.resolve("registry.corp", 443)] == ["192.168.1.1"]
     denied = GuardedResolver(
-        _policy(denied=("*.example",)), ScriptedResolver({"public.example": [["203.0.113.7"]]})
+        _policy(denied=("*.example",)), ScriptedResolver({"public.example": [["54.1.2.3"]]})
     )
     with pytest.raises(SourceRefused):
         await denied.resolve("public.example", 443)
@@ -127,18 +127,18 @@ async def test_literal_internal_addresses_are_refused_before_anything_is_sent(ho
 
 async def test_literal_public_and_allowed_addresses_pass() -> None:
     inner = RecordingSender()
-    await GuardedSender(inner, DEFAULT).send("GET", URL("https://203.0.113.7/v2/"), {}, None)
+    await GuardedSender(inner, DEFAULT).send("GET", URL("https://54.1.2.3/v2/"), {}, None)
     await GuardedSender(inner, _policy(allowed=("127.0.0.1/32",))).send(
         "GET", URL("https://127.0.0.1:5000/v2/"), {}, None
     )
-    assert [url.host for url in inner.sent] == ["203.0.113.7", "127.0.0.1"]
+    assert [url.host for url in inner.sent] == ["54.1.2.3", "127.0.0.1"]
 
 
 async def test_a_redirect_into_an_internal_network_is_refused_and_not_retried() -> None:
     inner = RecordingSender(redirect_to="https://169.254.169.254/latest/meta-data/")
     client = RegistryClient(GuardedSender(inner, DEFAULT), retry=RetryPolicy(attempts=3))
-    repo = parse_reference("203.0.113.7/team/app")
+    repo = parse_reference("54.1.2.3/team/app")
     with pytest.raises(SourceRefused) as refused:
         await client.open_blob(repo, "sha256:" + "b" * 64)
     assert not refused.value.retryable
-    assert [url.host for url in inner.sent] == ["203.0.113.7"]
+    assert [url.host for url in inner.sent] == ["54.1.2.3"]
