@@ -49,24 +49,70 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Sources a mirror may never read from unless the admin allows them: the instance metadata service
-# (link-local), this host (loopback), and private ranges an attacker could reach through the operator.
-DEFAULT_DENIED_SOURCE_NETWORKS: tuple[IPNetwork, ...] = tuple(
-    ipaddress.ip_network(cidr)
+# (link-local), this host (loopback), private ranges an attacker could reach through the operator, and the
+# IANA special-purpose ranges no registry lives in (RFC 6890 registries; docs/mirrors.md lists each).
+DEFAULT_DENIED_SOURCE_IPV4: tuple[ipaddress.IPv4Network, ...] = tuple(
+    ipaddress.IPv4Network(cidr)
     for cidr in (
-        "0.0.0.0/8",
-        "10.0.0.0/8",
-        "100.64.0.0/10",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "::/128",
-        "::1/128",
-        "::ffff:0:0/96",
-        "fc00::/7",
-        "fe80::/10",
+        "0.0.0.0/8",  # "this network"; 0.0.0.0 reaches this host on Linux
+        "10.0.0.0/8",  # private
+        "100.64.0.0/10",  # shared address space (carrier-grade NAT, some pod networks)
+        "127.0.0.0/8",  # loopback
+        "169.254.0.0/16",  # link-local: the instance metadata service
+        "172.16.0.0/12",  # private
+        "192.0.0.0/24",  # IETF protocol assignments (DS-Lite, NAT64 discovery, ...)
+        "192.0.2.0/24",  # documentation (TEST-NET-1)
+        "192.88.99.0/24",  # deprecated 6to4 relay anycast
+        "192.168.0.0/16",  # private
+        "198.18.0.0/15",  # benchmarking
+        "198.51.100.0/24",  # documentation (TEST-NET-2)
+        "203.0.113.0/24",  # documentation (TEST-NET-3)
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, and 255.255.255.255 (limited broadcast)
     )
 )
+DEFAULT_DENIED_SOURCE_IPV6: tuple[ipaddress.IPv6Network, ...] = tuple(
+    ipaddress.IPv6Network(cidr)
+    for cidr in (
+        "::/128",  # unspecified
+        "::1/128",  # loopback
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215): where the IPv4 address sits is site-specific
+        "100::/64",  # discard-only
+        "2001:2::/48",  # benchmarking
+        "2001:10::/28",  # ORCHID (deprecated)
+        "2001:20::/28",  # ORCHIDv2: identifiers, not routable addresses
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation (RFC 9637)
+        "5f00::/16",  # segment routing (SRv6) identifiers
+        "fc00::/7",  # unique local (private)
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local (deprecated)
+        "ff00::/8",  # multicast
+    )
+)
+DEFAULT_DENIED_SOURCE_NETWORKS: tuple[IPNetwork, ...] = (
+    *DEFAULT_DENIED_SOURCE_IPV4,
+    *DEFAULT_DENIED_SOURCE_IPV6,
+)
+# IPv6 forms that carry an IPv4 address, which is judged as if connected to directly (a dual-stack socket
+# or a translator on the path reaches it): ``::ffff:a.b.c.d`` (mapped), ``::ffff:0:a.b.c.d`` (SIIT),
+# ``::a.b.c.d`` (compatible, deprecated), ``64:ff9b::a.b.c.d`` (NAT64), 6to4 and Teredo.
+_LOW_32_BIT_FORMS = tuple(
+    ipaddress.IPv6Network(cidr) for cidr in ("::ffff:0:0/96", "::ffff:0:0:0/96", "::/96", "64:ff9b::/96")
+)
+_LOW_32_BITS = 0xFFFFFFFF
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses an IPv6 address carries (mapped, translated, compatible, NAT64, 6to4, Teredo)."""
+    if any(address in network for network in _LOW_32_BIT_FORMS):
+        return (ipaddress.IPv4Address(int(address) & _LOW_32_BITS),)
+    if address.sixtofour is not None:
+        return (address.sixtofour,)
+    if address.teredo is not None:
+        return address.teredo  # (server, client): the client's address is stored inverted; this undoes it
+    return ()
+
 
 _ECR_HOST = re.compile(r"^\d{12}\.dkr\.ecr(-fips)?\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$")
@@ -231,8 +277,10 @@ class MirrorSourcePolicy:
     """Which registries an ImageMirror may read from.
 
     A source is refused when its host matches a denied host pattern, or one of its resolved addresses lies
-    in a denied network (the built-in private/loopback/link-local ranges plus the admin's); an allowed
-    host pattern admits the host whatever it resolves to, and an allowed network admits its addresses.
+    in a denied network (the built-in special-purpose ranges plus the admin's); an allowed host pattern
+    admits the host whatever it resolves to, and an allowed network admits its addresses. An IPv6 address
+    that embeds IPv4 addresses (``::ffff:10.0.0.1``, ``64:ff9b::a00:1``, 6to4, Teredo) is judged by those
+    too: it is permitted only if each embedded address would be.
     """
 
     allowed: tuple[SourceRule, ...]
@@ -249,7 +297,10 @@ class MirrorSourcePolicy:
         if any(rule.matches_address(address) for rule in self.allowed):
             return True
         denied_networks = (*DEFAULT_DENIED_SOURCE_NETWORKS, *(r.network for r in self.denied if r.network))
-        return not any(address in network for network in denied_networks)
+        if any(address in network for network in denied_networks):
+            return False
+        embedded = embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else ()
+        return all(self._permits_address(inner) for inner in embedded)
 
 
 class PullSecretRegistry(_ChartModel):
