@@ -40,6 +40,7 @@ from ecr_operator.api.common import (
     ROLE_ARN_PATTERN,
 )
 from ecr_operator.api.common import parse_duration as parse_go_duration
+from ecr_operator.ecr_hosts import is_ecr_host
 
 ENV_PREFIX = "ECR_OPERATOR_"
 # Read by hack/build-tools.sh and the sandbox, not by the operator; never reported as unknown.
@@ -114,7 +115,6 @@ def embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address
     return ()
 
 
-_ECR_HOST = re.compile(r"^\d{12}\.dkr\.ecr(-fips)?\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$")
 _HOST_PATTERN = re.compile(r"^[a-z0-9*?.-]+$")
 _ACCOUNT_ID = re.compile(ACCOUNT_ID_PATTERN)
@@ -460,7 +460,7 @@ class Settings(BaseSettings):
     @classmethod
     def _override_shapes(cls, overrides: dict[str, str]) -> dict[str, str]:
         for registry_host, target in overrides.items():
-            if registry_host != "*" and not _ECR_HOST.match(registry_host):
+            if registry_host != "*" and not is_ecr_host(registry_host):
                 raise ValueError(
                     f"key {registry_host!r} is not '*' or an ECR registry host "
                     "(<account>.dkr.ecr.<region>.amazonaws.com)"

@@ -15,7 +15,6 @@ import base64
 import binascii
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from ecr_operator.ecr_hosts import ecr_host_region
 from ecr_operator.logs import configure_logging
 from ecr_operator.registry import (
     AiohttpSender,
@@ -48,6 +48,7 @@ from ecr_operator.registry import (
     parse_reference,
 )
 from ecr_operator.registry.reference import validate_tag
+from ecr_operator.tag_patterns import InvalidTagPattern, TagPattern, compile_tag_pattern
 
 EXIT_OK = 0
 EXIT_COPY_FAILED = 1
@@ -61,9 +62,6 @@ TAGS_PER_JOB = 2
 PROG = "ecr-operator mirror"
 SETTINGS_PREFIX = "ECR_OPERATOR_"
 
-ECR_HOST = re.compile(
-    r"(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com(?:\.cn)?"
-)
 # Keys of a docker config entry that carry a credential; entries without any (docker writes
 # ``"auths": {"host": {}}`` when a credential helper holds the secret) say nothing and are skipped.
 _CREDENTIAL_KEYS = ("auth", "username", "password", "identitytoken", "registrytoken")
@@ -82,7 +80,7 @@ class MirrorRequest:
 
     source: Reference
     destination: Reference
-    tag_pattern: re.Pattern[str] | None
+    tag_pattern: TagPattern | None
     platforms: PlatformFilter | None
     referrers: bool
     jobs: int
@@ -177,12 +175,12 @@ def parse_request(argv: Sequence[str], *, stderr_is_terminal: bool = False) -> M
     if not 1 <= options.jobs <= MAX_JOBS:
         raise UsageError(f"--jobs must be between 1 and {MAX_JOBS}")
     pattern_text = ".*" if options.all_tags else options.tags
-    tag_pattern: re.Pattern[str] | None = None
+    tag_pattern: TagPattern | None = None
     if pattern_text is not None:
         try:
-            tag_pattern = re.compile(pattern_text)
-        except re.error as error:
-            raise UsageError(f"--tags {pattern_text!r} is not a regular expression: {error}") from None
+            tag_pattern = compile_tag_pattern(pattern_text)
+        except InvalidTagPattern as error:
+            raise UsageError(f"--tags {pattern_text!r}: {error}") from None
         if source.tag is not None or source.digest is not None:
             raise UsageError(f"with --tags or --all-tags, SRC names a repository: drop the tag from {source}")
         if destination.tag is not None or destination.digest is not None:
@@ -266,8 +264,7 @@ def load_auth_files(candidates: Sequence[Path], *, required: bool) -> list[Docke
 
 def ecr_region(registry: str) -> str | None:
     """The region of an ECR registry host (``<account>.dkr.ecr.<region>.amazonaws.com``), else None."""
-    match = ECR_HOST.fullmatch(registry)
-    return match["region"] if match else None
+    return ecr_host_region(registry)
 
 
 def decode_ecr_token(token: str) -> Credentials:
@@ -459,7 +456,7 @@ def connections_for(jobs: int) -> int:
     return 2 * tags * jobs + 2 * tags + 8
 
 
-def select_tags(tags: Sequence[str], pattern: re.Pattern[str]) -> list[str]:
+def select_tags(tags: Sequence[str], pattern: TagPattern) -> list[str]:
     """Tags the pattern matches whole, in a stable order; names no client could pull are left out."""
     return sorted(tag for tag in tags if pattern.fullmatch(tag) and _is_tag(tag))
 

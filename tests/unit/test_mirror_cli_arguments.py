@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,7 @@ from ecr_operator.registry import (
     ReferrerCopy,
     parse_reference,
 )
+from ecr_operator.tag_patterns import compile_tag_pattern
 
 pytestmark = pytest.mark.unit
 
@@ -74,7 +76,9 @@ def test_tags_and_platforms_are_parsed() -> None:
     assert request.platforms is not None
     assert [str(platform) for platform in request.platforms.requested] == ["linux/arm64"]
     assert request.json_output
-    assert parse_request(["a/b", "c/d", "--all-tags"]).tag_pattern == re.compile(".*")
+    all_tags = parse_request(["a/b", "c/d", "--all-tags"]).tag_pattern
+    assert all_tags is not None
+    assert all_tags.pattern == ".*"
 
 
 def test_progress_is_drawn_only_on_a_terminal_and_not_when_refused() -> None:
@@ -87,7 +91,8 @@ def test_progress_is_drawn_only_on_a_terminal_and_not_when_refused() -> None:
     [
         (["a/b:v1", "c/d", "--tags", "v.*"], "SRC names a repository"),
         (["a/b", "c/d:v1", "--all-tags"], "DST names a repository"),
-        (["a/b", "c/d", "--tags", "("], "not a regular expression"),
+        (["a/b", "c/d", "--tags", "("], "not a valid RE2 regular expression"),
+        (["a/b", "c/d", "--tags", "(?!rc)"], "no lookahead/lookbehind"),
         (["a/b", "c/d", "--jobs", "0"], "--jobs"),
         (["a/b", "c/d", "--jobs", "9"], "--jobs"),
         (["a/b", "c/d", "--platform", "linux"], "invalid platform"),
@@ -120,9 +125,16 @@ def test_there_are_connections_for_every_blob_in_flight_to_hold_two(jobs: int) -
 
 
 def test_tags_are_matched_whole_sorted_and_invalid_names_dropped() -> None:
-    pattern = re.compile(r"v\d+")
+    pattern = compile_tag_pattern(r"v\d+")
     assert select_tags(["v2", "v10", "v1-rc", "xv1", "v1", "-v3"], pattern) == ["v1", "v10", "v2"]
-    assert select_tags(["v1", ".v2", "v3"], re.compile(r".*v\d")) == ["v1", "v3"]
+    assert select_tags(["v1", ".v2", "v3"], compile_tag_pattern(r".*v\d")) == ["v1", "v3"]
+
+
+def test_a_catastrophic_pattern_is_linear_on_re2() -> None:
+    # Python's re backtracks 2**30 times here; RE2 answers at once.
+    started = time.monotonic()
+    assert select_tags(["a" * 30 + "-", "aaa"], compile_tag_pattern("(a+)+")) == ["aaa"]
+    assert time.monotonic() - started < 1.0
 
 
 # --- credentials --------------------------------------------------------------------------------
