@@ -125,6 +125,7 @@ _CLUSTER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # ECR repository names: lowercase path segments; a prefix is such a name followed by "/" or a separator.
 _ECR_NAME_PREFIX = re.compile(r"^([a-z0-9]+([._-][a-z0-9]+)*/)*([a-z0-9]+([._-][a-z0-9]+)*[._/-]?)?$")
 _PREFIX_FIELDS = frozenset({"namespace", "cluster_id"})
+_PULL_ROLE_FIELDS = frozenset({"accountId", "namespace", "region"})
 
 
 class InvalidSettingsError(ValueError):
@@ -426,6 +427,12 @@ class Settings(BaseSettings):
     token_refresh_jitter: NonNegativeDuration = timedelta(minutes=10)
     token_fallback_lifetime: Duration = timedelta(hours=12)
     """Lifetime assumed when AWS reports an expiry that is missing or already past (moto says 2015)."""
+    pull_secret_role_arn_template: str = ""
+    """Pull-only role that ``EcrRepository.spec.pullSecret`` secrets are minted from, e.g.
+    ``arn:aws:iam::{accountId}:role/ecr-pull-{namespace}``; empty means they have no pull identity."""
+    pull_secrets_use_operator_credentials_single_tenant: bool = False
+    """Single-tenant clusters only: mint pull secrets that have no pull role from the operator's own
+    (push-capable) credentials, as if every namespace could be trusted with them."""
 
     # Kubernetes and kopf
     namespaces: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_decode_name_list)] = ()
@@ -495,6 +502,23 @@ class Settings(BaseSettings):
         sample = template.format(namespace="team-a", cluster_id="default")
         if not _ECR_NAME_PREFIX.match(sample):
             raise ValueError(f"{template!r} does not form an ECR repository name prefix (got {sample!r})")
+        return template
+
+    @field_validator("pull_secret_role_arn_template")
+    @classmethod
+    def _pull_role_template(cls, template: str) -> str:
+        if not template:
+            return template
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        unknown = fields - _PULL_ROLE_FIELDS
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder(s) {sorted(unknown)}"
+                " (allowed: {accountId}, {namespace}, {region})"
+            )
+        sample = template.format(accountId="123456789012", namespace="team-a", region="us-east-1")
+        if not _ROLE_ARN.match(sample):
+            raise ValueError(f"{template!r} does not form an IAM role ARN (got {sample!r})")
         return template
 
     @model_validator(mode="after")

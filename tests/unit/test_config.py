@@ -357,3 +357,44 @@ def test_an_empty_variable_means_the_default(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.aws_region is None
     assert settings.standalone
     assert settings.metrics_port == 8080
+
+
+def test_pull_secrets_have_no_pull_role_and_no_single_tenant_opt_in_by_default() -> None:
+    settings = load_settings()
+
+    assert settings.pull_secret_role_arn_template == ""
+    assert settings.pull_secrets_use_operator_credentials_single_tenant is False
+
+
+def test_the_pull_role_template_and_the_single_tenant_opt_in_are_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = settings_from(
+        monkeypatch,
+        PULL_SECRET_ROLE_ARN_TEMPLATE="arn:aws:iam::{accountId}:role/ecr-pull/{region}/{namespace}",
+        PULL_SECRETS_USE_OPERATOR_CREDENTIALS_SINGLE_TENANT="true",
+    )
+
+    assert settings.pull_secret_role_arn_template == (
+        "arn:aws:iam::{accountId}:role/ecr-pull/{region}/{namespace}"
+    )
+    assert settings.pull_secrets_use_operator_credentials_single_tenant is True
+
+
+@pytest.mark.parametrize(
+    ("template", "complaint"),
+    [
+        ("arn:aws:iam::{account}:role/ecr-pull-{namespace}", "unknown placeholder(s) ['account']"),
+        ("arn:aws:iam::{accountId}:role/{namespace.upper}", "unknown placeholder(s) ['namespace.upper']"),
+        ("arn:aws:iam::{accountId}:role/ecr-pull-{", "Single '{' encountered"),
+        ("arn:aws:iam::{accountId}:user/{namespace}", "does not form an IAM role ARN"),
+        ("ecr-pull-{namespace}", "does not form an IAM role ARN"),
+    ],
+)
+def test_pull_role_templates_are_checked(
+    monkeypatch: pytest.MonkeyPatch, template: str, complaint: str
+) -> None:
+    message = settings_error(monkeypatch, PULL_SECRET_ROLE_ARN_TEMPLATE=template)
+
+    assert "ECR_OPERATOR_PULL_SECRET_ROLE_ARN_TEMPLATE:" in message
+    assert complaint in message

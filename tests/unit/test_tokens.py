@@ -15,6 +15,8 @@ from ecr_operator.aws.tokens import (
     MAX_RETRY,
     REGISTRY_REJECTED_TOKEN,
     TOKEN_REFRESH_FAILED,
+    AccountLookupError,
+    CallerAccount,
     FetchedToken,
     IdentityToken,
     RefreshProblem,
@@ -321,3 +323,41 @@ def test_registry_endpoints_follow_overrides_then_the_wildcard() -> None:
     assert registry_endpoint(HOST, overrides) == "127.0.0.1:5000"
     assert registry_endpoint("210987654321.dkr.ecr.eu-west-1.amazonaws.com", overrides) == "127.0.0.1:6000"
     assert registry_endpoint(HOST, {}) == HOST
+
+
+# --- the operator's own account (for pull role templates) ---------------------------------------------
+
+
+async def test_the_operators_account_is_asked_once_however_many_callers() -> None:
+    asked: list[str] = []
+
+    async def lookup(region: str) -> str:
+        asked.append(region)
+        await asyncio.sleep(0.01)
+        return "123456789012"
+
+    accounts = CallerAccount(lookup)
+    assert accounts.known is None
+
+    answers = await asyncio.gather(*(accounts.resolve(region) for region in ("us-east-1", "eu-west-1") * 5))
+
+    assert set(answers) == {"123456789012"}
+    assert asked == ["us-east-1"]
+    assert accounts.known == "123456789012"
+
+
+async def test_a_failed_account_lookup_is_not_remembered() -> None:
+    answers: list[str | None] = [None, "123456789012"]
+
+    async def lookup(region: str) -> str:
+        answer = answers.pop(0)
+        if answer is None:
+            raise AccountLookupError("GetCallerIdentity failed (ExpiredToken)")
+        return answer
+
+    accounts = CallerAccount(lookup)
+
+    with pytest.raises(AccountLookupError):
+        await accounts.resolve("us-east-1")
+    assert accounts.known is None
+    assert await accounts.resolve("us-east-1") == "123456789012"

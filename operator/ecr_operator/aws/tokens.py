@@ -263,6 +263,54 @@ class EcrTokenSource:
         return FetchedToken(username, password, host, entry.get("expiresAt"))
 
 
+class AccountLookupError(Exception):
+    """STS could not say which account the operator's credentials belong to (the message is safe to log)."""
+
+
+AccountLookup = Callable[[str], Awaitable[str]]
+"""region -> the account of the operator's own credentials."""
+
+
+class CallerAccount:
+    """The account of the operator's own credentials, asked once (single flight) and then remembered.
+
+    A repository naming neither ``registry.accountId`` nor ``registry.roleArn`` lives in this account; its
+    pull role is rendered with it. A failed lookup is not remembered: the next caller asks again.
+    """
+
+    def __init__(self, lookup: AccountLookup) -> None:
+        self._lookup = lookup
+        self._account: str | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def known(self) -> str | None:
+        return self._account
+
+    async def resolve(self, region: str) -> str:
+        async with self._lock:
+            if self._account is None:
+                self._account = await self._lookup(region)
+            return self._account
+
+
+def sts_caller_account(clients: AwsClients) -> AccountLookup:
+    """``GetCallerIdentity`` with the operator's own credentials (it needs no IAM permission)."""
+
+    async def lookup(region: str) -> str:
+        sts = clients.client("sts", AwsIdentity(region=region))
+        try:
+            response = await asyncio.to_thread(sts.get_caller_identity)
+        except (ClientError, BotoCoreError) as error:
+            raise AccountLookupError(f"GetCallerIdentity failed ({error_code(error)})") from None
+        account = str(response.get("Account", ""))
+        if not (len(account) == 12 and account.isdigit()):
+            raise AccountLookupError("GetCallerIdentity returned no 12-digit account")
+        return account
+
+    return lookup
+
+
 def decode_authorization_token(token: str) -> tuple[str, str]:
     """ECR's token is base64 of ``user:password``; a malformed one is reported without echoing it."""
     try:

@@ -7,6 +7,9 @@ token refresh loop per AWS identity.
   success, and ServiceAccounts are chatty); ``@on.event`` handlers only catch deletions.
 - A worker syncs one namespace at a time: demand and plan from ``reconcile.pullsecrets``, then the writes.
 - One loop per identity refreshes its token on schedule and enqueues every namespace that uses it.
+- Identities are pull identities (roles the admin named, assumed from the operator's base credentials
+  through ``AwsClients``); the operator's own credentials only with the single-tenant opt-in. The
+  operator's own account (for a pull role template's ``{accountId}``) is asked of STS once.
 
 Where a failure shows: logs and metrics for the identity; the ``refresh-error`` annotation and a Warning
 Event (on transitions only) on each Secret; the ``PullSecretReady`` condition (and a Warning Event when it
@@ -30,7 +33,14 @@ import kopf
 
 from ecr_operator.api.common import API_VERSION, GROUP, VERSION
 from ecr_operator.aws.session import AwsClients, AwsIdentity
-from ecr_operator.aws.tokens import TokenCache, TokenStatus, ecr_token_cache
+from ecr_operator.aws.tokens import (
+    AccountLookupError,
+    CallerAccount,
+    TokenCache,
+    TokenStatus,
+    ecr_token_cache,
+    sts_caller_account,
+)
 from ecr_operator.conditions import find_condition, format_time
 from ecr_operator.config import Settings
 from ecr_operator.kubeapi import KubeApi, KubeApiError, ObjectReference, load_api_client
@@ -44,12 +54,14 @@ from ecr_operator.reconcile.pullsecrets import (
     DemandState,
     NamespacePlan,
     NamespaceView,
+    PullIdentityPolicy,
     RepositoryView,
     SecretView,
     ServiceAccountView,
     WriteSecret,
     namespace_demands,
     namespace_served,
+    operator_account_region,
     plan_namespace,
     repository_conditions_patch,
 )
@@ -72,6 +84,8 @@ MAX_SYNC_BACKOFF_SECONDS = 60.0
 FOREIGN_SECRET_MEMORY_SECONDS = 300.0
 UNEXPECTED_ERROR_PAUSE_SECONDS = 30.0
 REGISTRY_CONNECTIONS = 8
+# A failed GetCallerIdentity (needed to render a pull role) is retried for the namespace after this long.
+ACCOUNT_RETRY_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -95,11 +109,13 @@ class PullSecretController:
         tokens: TokenCache,
         kube: KubeApi,
         http: aiohttp.ClientSession,
+        accounts: CallerAccount,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._indexes = indexes
         self._tokens = tokens
+        self._accounts = accounts
         self._kube = kube
         self._http = http
         self._ready = asyncio.Event()
@@ -193,8 +209,13 @@ class PullSecretController:
             self._namespace_reports.pop(namespace, None)
             return
         repositories = list(self._indexes.repositories.get(namespace, ()))
+        await self._learn_operator_account(namespace, repositories)
         demands = namespace_demands(
-            view, self._settings.pull_secrets, repositories, self._settings.role_arn_allowed
+            view,
+            self._settings.pull_secrets,
+            repositories,
+            self._settings.role_arn_allowed,
+            self._pull_identity(),
         )
         self._keep_refreshing(demands.identities)
         tokens = {
@@ -214,6 +235,34 @@ class PullSecretController:
         await self._apply(namespace, plan)
         await self._report_repositories(namespace, plan, repositories)
         await self._report_namespace(view, plan)
+
+    def _pull_identity(self) -> PullIdentityPolicy:
+        return PullIdentityPolicy(
+            role_template=self._settings.pull_secret_role_arn_template,
+            operator_credentials_single_tenant=self._settings.pull_secrets_use_operator_credentials_single_tenant,
+            operator_account=self._accounts.known,
+        )
+
+    async def _learn_operator_account(self, namespace: str, repositories: list[RepositoryView]) -> None:
+        """Ask STS once for the account a pull role template needs; the demand waits (and the namespace is
+        retried) while that fails. The account is never taken from status, which a tenant may write."""
+        region = operator_account_region(namespace, repositories, self._pull_identity())
+        if region is None:
+            return
+        try:
+            account = await self._accounts.resolve(region)
+        except AccountLookupError as error:
+            logger.warning(
+                "could not learn the operator's AWS account for a pull role; retrying",
+                extra={
+                    "namespace": namespace,
+                    "error": str(error),
+                    "retry_in_seconds": ACCOUNT_RETRY_SECONDS,
+                },
+            )
+            self.request_sync(namespace, ACCOUNT_RETRY_SECONDS)
+            return
+        logger.info("learned the operator's AWS account for pull roles", extra={"account_id": account})
 
     async def _apply(self, namespace: str, plan: NamespacePlan) -> None:
         for write in plan.writes:
@@ -396,6 +445,7 @@ class PullSecretController:
                 self._settings.pull_secrets,
                 self._indexes.repositories.get(name, ()),
                 self._settings.role_arn_allowed,
+                self._pull_identity(),
             )
             using = [demand for demand in demands.demands if demand.identity == identity]
             if using:
@@ -495,18 +545,42 @@ async def _create_controller(
     session = create_session(ca_bundle=settings.ca_bundle, connections=REGISTRY_CONNECTIONS)
     tokens = ecr_token_cache(aws, session, settings)
     _warn_about_unusable_roles(settings)
-    return PullSecretController(settings, metrics, indexes, tokens, KubeApi(kube_client), session)
+    accounts = CallerAccount(sts_caller_account(aws))
+    return PullSecretController(settings, metrics, indexes, tokens, KubeApi(kube_client), session, accounts)
 
 
 def _warn_about_unusable_roles(settings: Settings) -> None:
-    """The allow-list governs every role the operator assumes, the admin's own configuration included."""
+    """The allow-list governs every role the operator assumes, the admin's own configuration included; and
+    a tenant-visible secret is minted from a pull role, so configuration without one is said out loud."""
+    single_tenant = settings.pull_secrets_use_operator_credentials_single_tenant
     for registry in settings.pull_secrets.registries:
         role_arn = registry.role_arn
+        if role_arn is None and not single_tenant:
+            logger.warning(
+                "a cluster-wide pull-secret registry names no roleArn (pull role); no secret is written for"
+                " it. Set pullSecrets.registries[].roleArn to a pull-only role, or"
+                " ECR_OPERATOR_PULL_SECRETS_USE_OPERATOR_CREDENTIALS_SINGLE_TENANT=true on a single-tenant"
+                " cluster",
+                extra={"account_id": registry.account_id, "region": registry.region},
+            )
         if role_arn and not any(fnmatch.fnmatchcase(role_arn, r.pattern) for r in settings.allowed_role_arns):
             logger.warning(
                 "a cluster-wide pull-secret registry names a role outside the role allow-list; it is skipped",
                 extra={"role_arn": role_arn, "account_id": registry.account_id},
             )
+    template = settings.pull_secret_role_arn_template
+    if template and "{namespace}" not in template:
+        logger.warning(
+            "ECR_OPERATOR_PULL_SECRET_ROLE_ARN_TEMPLATE has no {namespace}: every namespace's pull secret"
+            " pulls with one role, and so reaches every repository that role may pull",
+            extra={"template": template},
+        )
+    if single_tenant:
+        logger.warning(
+            "ECR_OPERATOR_PULL_SECRETS_USE_OPERATOR_CREDENTIALS_SINGLE_TENANT is on: pull secrets without a"
+            " pull role carry the operator's own credentials, which may push; only safe on a single-tenant"
+            " cluster"
+        )
 
 
 @kopf.on.cleanup()

@@ -9,6 +9,12 @@ secret anywhere else. Secrets are identified by (namespace, name): the default n
 merged secret, and ``pullSecret.secretName`` asks for a separate secret (merged with any other demand that
 names it). The operator only ever touches Secrets carrying its labels and ServiceAccount references it
 recorded as its own.
+
+A tenant-visible secret carries pull rights only: it is minted from a *pull identity*, never from the
+operator's own (push-capable) credentials. A cluster-wide registry names its pull role (``roleArn``); a
+repository's secret uses the role the admin's ``PULL_SECRET_ROLE_ARN_TEMPLATE`` renders for its namespace.
+Either role passes the role allow-list like any other. Without one the demand is refused (``NoPullIdentity``)
+unless the admin opted into the operator's own credentials for a single-tenant cluster.
 """
 
 from __future__ import annotations
@@ -26,7 +32,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ecr_operator.api.common import GROUP, LabelSelector, LabelSelectorOperator, RegistryIdentity
+from ecr_operator.api.common import (
+    GROUP,
+    ROLE_ARN_PATTERN,
+    LabelSelector,
+    LabelSelectorOperator,
+    RegistryIdentity,
+)
 from ecr_operator.api.repository import PullSecret
 from ecr_operator.aws.session import AwsIdentity
 from ecr_operator.aws.tokens import IdentityToken, RefreshProblem, TokenStatus
@@ -53,10 +65,22 @@ PULL_SECRET_CONDITION = "PullSecretReady"  # noqa: S105
 SECRET_UP_TO_DATE = "SecretUpToDate"  # noqa: S105
 TOKEN_PENDING = "TokenPending"  # noqa: S105
 ROLE_NOT_ALLOWED = "RoleNotAllowed"
+NO_PULL_IDENTITY = "NoPullIdentity"
+PULL_ROLE_INVALID = "PullRoleInvalid"
+ACCOUNT_PENDING = "AccountPending"
 SECRET_NAME_CONFLICT = "SecretNameConflict"  # noqa: S105
 TOKEN_REFRESH_RECOVERED = "TokenRefreshRecovered"  # noqa: S105
 
 _ROLE_ACCOUNT = re.compile(r"^arn:aws[a-z-]*:iam::([0-9]{12}):role/")
+_ROLE_ARN = re.compile(ROLE_ARN_PATTERN)
+# IAM's limit on a role name (the last path segment), which a long namespace could exceed.
+MAX_ROLE_NAME_LENGTH = 64
+
+# The settings an admin changes to give pull secrets a pull identity, named in every refusal.
+ROLE_TEMPLATE_SETTING = "ECR_OPERATOR_PULL_SECRET_ROLE_ARN_TEMPLATE"
+ALLOWED_ROLES_SETTING = "ECR_OPERATOR_ALLOWED_ROLE_ARNS"
+SINGLE_TENANT_SETTING = "ECR_OPERATOR_PULL_SECRETS_USE_OPERATOR_CREDENTIALS_SINGLE_TENANT"
+CLUSTER_REGISTRIES_SETTING = "ECR_OPERATOR_PULL_SECRETS registries[].roleArn"
 
 
 def ecr_registry_host(account_id: str, region: str) -> str:
@@ -300,6 +324,8 @@ class Refusal:
 class Demands:
     demands: tuple[RegistryDemand, ...] = ()
     refusals: tuple[Refusal, ...] = ()
+    waiting: tuple[Refusal, ...] = ()
+    """Demands that cannot be decided yet (the registry's account is still being learned)."""
 
     @property
     def identities(self) -> frozenset[AwsIdentity]:
@@ -310,22 +336,82 @@ RoleAllowed = Callable[[str, str], bool]
 """(role ARN, namespace) -> whether the admin's allow-list lets the operator assume it there."""
 
 
+@dataclass(frozen=True)
+class PullIdentityPolicy:
+    """Where tenant-visible tokens come from (the admin's settings, plus one fact learned from AWS)."""
+
+    role_template: str = ""
+    """``PULL_SECRET_ROLE_ARN_TEMPLATE``: the pull role of a repository's secret; empty means none."""
+    operator_credentials_single_tenant: bool = False
+    """``PULL_SECRETS_USE_OPERATOR_CREDENTIALS_SINGLE_TENANT``: no pull role? the operator's own."""
+    operator_account: str | None = None
+    """The account of the operator's own credentials (STS GetCallerIdentity, learned once), for a
+    repository that names neither ``registry.accountId`` nor ``registry.roleArn``; None until known."""
+
+    @property
+    def needs_account(self) -> bool:
+        return "{accountId}" in self.role_template
+
+
+def render_pull_role(template: str, account_id: str, namespace: str, region: str) -> str:
+    """The pull role ARN ``template`` names for a repository (placeholders were checked at startup)."""
+    return template.format(accountId=account_id, namespace=namespace, region=region)
+
+
+def registry_account(registry: RegistryIdentity, operator_account: str | None) -> str | None:
+    """The account owning a repository's registry: given, else that of the role managing it, else that of
+    the operator's own credentials. Never read from status: a tenant may write status."""
+    return registry.account_id or _role_account(registry.role_arn) or operator_account
+
+
+def operator_account_region(
+    namespace: str, repositories: Iterable[RepositoryView], policy: PullIdentityPolicy
+) -> str | None:
+    """A region to ask STS in, when planning ``namespace`` needs the operator's own account (to render the
+    pull role of a repository naming neither account nor role) and it is not known yet; else None."""
+    if not policy.needs_account or policy.operator_account is not None:
+        return None
+    for repository in repositories:
+        target = repository.registry
+        if (
+            repository.namespace == namespace
+            and repository.wants_pull_secret
+            and target is not None
+            and target.account_id is None
+            and target.role_arn is None
+        ):
+            return target.region
+    return None
+
+
 def namespace_demands(
     namespace: NamespaceView,
     cluster: PullSecretSettings,
     repositories: Iterable[RepositoryView],
     role_allowed: RoleAllowed,
+    pull_identity: PullIdentityPolicy | None = None,
 ) -> Demands:
     """What ``namespace`` needs: cluster-wide registries first (in configured order), then its own
-    repositories by name (others are ignored). A terminating namespace needs nothing."""
+    repositories by name (others are ignored). A terminating namespace needs nothing.
+
+    Every demand's identity is a pull identity (a role), unless ``pull_identity`` opts into the operator's
+    own credentials for a single-tenant cluster; a demand without one is refused with ``NoPullIdentity``.
+    """
+    policy = pull_identity or PullIdentityPolicy()
     if namespace.terminating:
         return Demands()
     demands: list[RegistryDemand] = []
     refusals: list[Refusal] = []
+    waiting: list[Refusal] = []
     if cluster.enabled and cluster.namespace_selector.matches(namespace.name, namespace.labels):
         choice = ServiceAccountChoice(configured=cluster.service_account_selector)
         for registry in cluster.registries:
             identity = AwsIdentity(region=registry.region, role_arn=registry.role_arn)
+            if registry.role_arn is None and not policy.operator_credentials_single_tenant:
+                refusals.append(
+                    Refusal(None, NO_PULL_IDENTITY, _cluster_registry_unserved(registry.account_id))
+                )
+                continue
             if registry.role_arn is not None and not role_allowed(registry.role_arn, namespace.name):
                 refusals.append(Refusal(None, ROLE_NOT_ALLOWED, _role_refused(registry.role_arn, namespace)))
                 continue
@@ -342,25 +428,91 @@ def namespace_demands(
                 Refusal(repository.name, ROLE_NOT_ALLOWED, _role_refused(target.role_arn, namespace))
             )
             continue
+        source = _repository_pull_identity(repository, target, namespace.name, policy, role_allowed)
+        if isinstance(source, Refusal):
+            (waiting if source.reason == ACCOUNT_PENDING else refusals).append(source)
+            continue
+        identity, account_id = source
         choice = ServiceAccountChoice(
             names=frozenset(wanted.service_accounts or ()), selector=wanted.service_account_selector
         )
         demands.append(
             RegistryDemand(
                 secret_name=wanted.secret_name or cluster.secret_name,
-                identity=AwsIdentity(region=target.region, role_arn=target.role_arn),
-                account_id=target.account_id,
+                identity=identity,
+                account_id=account_id,
                 service_accounts=choice,
                 repository=repository.name,
             )
         )
-    return Demands(tuple(demands), tuple(refusals))
+    return Demands(tuple(demands), tuple(refusals), tuple(waiting))
+
+
+def _repository_pull_identity(
+    repository: RepositoryView,
+    target: RegistryIdentity,
+    namespace: str,
+    policy: PullIdentityPolicy,
+    role_allowed: RoleAllowed,
+) -> tuple[AwsIdentity, str | None] | Refusal:
+    """The identity that mints a repository's pull token and the account of its registry, or why not.
+
+    ``registry.roleArn`` manages the repository (it may push); it only tells the account here."""
+    if not policy.role_template:
+        if policy.operator_credentials_single_tenant:
+            return AwsIdentity(region=target.region, role_arn=target.role_arn), target.account_id
+        return Refusal(repository.name, NO_PULL_IDENTITY, _no_pull_role(namespace))
+    account = registry_account(target, policy.operator_account)
+    if account is None:
+        return Refusal(
+            repository.name,
+            ACCOUNT_PENDING,
+            f"Waiting to learn the account of the operator's credentials (STS GetCallerIdentity) to render"
+            f" {ROLE_TEMPLATE_SETTING}; set spec.registry.accountId to skip this.",
+        )
+    role = render_pull_role(policy.role_template, account, namespace, target.region)
+    role_name = role.rsplit("/", 1)[-1]
+    if not _ROLE_ARN.match(role) or len(role_name) > MAX_ROLE_NAME_LENGTH:
+        return Refusal(
+            repository.name,
+            PULL_ROLE_INVALID,
+            f"{ROLE_TEMPLATE_SETTING} renders {role!r} for namespace {namespace}, which is not a valid IAM"
+            f" role ARN (role names have at most {MAX_ROLE_NAME_LENGTH} characters); no pull secret is kept."
+            " An admin changes the template.",
+        )
+    if not role_allowed(role, namespace):
+        return Refusal(
+            repository.name,
+            ROLE_NOT_ALLOWED,
+            f"The pull role {role} ({ROLE_TEMPLATE_SETTING}) is not in {ALLOWED_ROLES_SETTING} for namespace"
+            f" {namespace}; no pull secret is kept. An admin adds it to the allow-list.",
+        )
+    return AwsIdentity(region=target.region, role_arn=role), account
+
+
+def _no_pull_role(namespace: str) -> str:
+    return (
+        f"No pull identity for pull secrets in namespace {namespace}: the operator never puts its own"
+        f" (push-capable) credentials into a tenant namespace, so no secret is written. An admin sets"
+        f" {ROLE_TEMPLATE_SETTING} to a pull-only role"
+        " (e.g. arn:aws:iam::{accountId}:role/ecr-pull-{namespace})"
+        f" allowed by {ALLOWED_ROLES_SETTING}, or {SINGLE_TENANT_SETTING}=true on a single-tenant cluster."
+    )
+
+
+def _cluster_registry_unserved(account_id: str) -> str:
+    return (
+        f"The cluster-wide pull-secret registry of account {account_id} names no pull role: the operator"
+        f" never puts its own (push-capable) credentials into a tenant namespace, so no secret is written"
+        f" for it. An admin sets {CLUSTER_REGISTRIES_SETTING} to a pull-only role, or"
+        f" {SINGLE_TENANT_SETTING}=true on a single-tenant cluster."
+    )
 
 
 def _role_refused(role_arn: str, namespace: NamespaceView) -> str:
     return (
-        f"registry.roleArn {role_arn} is not in the operator's role allow-list for namespace"
-        f" {namespace.name}; no pull secret is kept for it"
+        f"registry.roleArn {role_arn} is not in the operator's role allow-list ({ALLOWED_ROLES_SETTING})"
+        f" for namespace {namespace.name}; no pull secret is kept for it"
     )
 
 
@@ -499,6 +651,9 @@ def plan_namespace(
     outcomes = [
         DemandOutcome(refusal.repository, DemandState.REFUSED, refusal.reason, refusal.message)
         for refusal in demands.refusals
+    ] + [
+        DemandOutcome(pending.repository, DemandState.PENDING, pending.reason, pending.message)
+        for pending in demands.waiting
     ]
     writes: list[WriteSecret] = []
     events: list[SecretEvent] = []
