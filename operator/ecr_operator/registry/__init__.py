@@ -2,6 +2,7 @@
 
 from ecr_operator.registry.auth import (
     Anonymous,
+    BearerTokenCache,
     ChainedCredentials,
     Credentials,
     CredentialsProvider,
@@ -10,7 +11,7 @@ from ecr_operator.registry.auth import (
     StaticCredentials,
     TokenCache,
 )
-from ecr_operator.registry.client import ManifestHead, RegistryClient
+from ecr_operator.registry.client import ManifestHead, RegistryClient, TagList
 from ecr_operator.registry.copy import (
     BlobDone,
     BlobProgress,
@@ -24,14 +25,20 @@ from ecr_operator.registry.copy import (
 )
 from ecr_operator.registry.errors import (
     AuthError,
+    ConnectionFailed,
+    DeadlineExceeded,
     DigestMismatch,
     InvalidReference,
+    LimitExceeded,
+    MalformedResponse,
     ManifestTooLarge,
     NoMatchingPlatform,
     NotFound,
+    PaginationLoop,
     RegistryError,
     UnsupportedMediaType,
 )
+from ecr_operator.registry.limits import Deadlines, Limits
 from ecr_operator.registry.platforms import Platform, PlatformFilter
 from ecr_operator.registry.reference import Reference, parse_reference
 from ecr_operator.registry.transport import AiohttpSender, RetryPolicy, build_ssl_context, create_session
@@ -40,22 +47,30 @@ __all__ = [
     "AiohttpSender",
     "Anonymous",
     "AuthError",
+    "BearerTokenCache",
     "BlobDone",
     "BlobProgress",
     "BlobStarted",
     "ChainedCredentials",
+    "ConnectionFailed",
     "Credentials",
     "CredentialsProvider",
+    "DeadlineExceeded",
+    "Deadlines",
     "DigestMismatch",
     "DockerConfigCredentials",
     "ImageCopyResult",
     "InvalidDockerConfig",
     "InvalidReference",
+    "LimitExceeded",
+    "Limits",
+    "MalformedResponse",
     "ManifestHead",
     "ManifestPushed",
     "ManifestTooLarge",
     "NoMatchingPlatform",
     "NotFound",
+    "PaginationLoop",
     "Platform",
     "PlatformFilter",
     "ProgressCallback",
@@ -66,6 +81,7 @@ __all__ = [
     "RegistryError",
     "RetryPolicy",
     "StaticCredentials",
+    "TagList",
     "TokenCache",
     "UnsupportedMediaType",
     "build_ssl_context",

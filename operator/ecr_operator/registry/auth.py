@@ -15,22 +15,36 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from yarl import URL
 
-from ecr_operator.registry.errors import AuthError, InvalidChallenge, RegistryError
+from ecr_operator.registry.errors import AuthError, InvalidChallenge, LimitExceeded, RegistryError
+from ecr_operator.registry.limits import DEFAULT_DEADLINES, Deadlines
 from ecr_operator.registry.reference import normalize_registry
-from ecr_operator.registry.transport import HttpSender, read_body, redact, send_following_redirects
+from ecr_operator.registry.transport import (
+    HttpSender,
+    parse_retry_after,
+    read_body,
+    redact,
+    send_following_redirects,
+    within,
+)
 
 # --- WWW-Authenticate (RFC 9110 section 11.6.1) --------------------------------------------------
 
 _TCHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _TOKEN68_CHARS = frozenset("-._~+/0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _SPACE = " \t"
+# Real challenges are a few hundred characters; the parser is linear, but the values end up in token
+# cache keys and token URLs, so hostile sizes are refused before parsing.
+MAX_CHALLENGE = 8 * 1024
+MAX_SCOPES = 16
 
 
 @dataclass(frozen=True)
@@ -186,7 +200,10 @@ class _ChallengeParser:
 
 
 def parse_www_authenticate(header: str) -> list[Challenge]:
-    """Parse a ``WWW-Authenticate`` value into its challenges; raises InvalidChallenge if malformed."""
+    """Parse a ``WWW-Authenticate`` value into its challenges; raises InvalidChallenge if malformed
+    (never anything else: it is upstream input)."""
+    if len(header) > MAX_CHALLENGE:
+        raise InvalidChallenge(f"WWW-Authenticate header longer than {MAX_CHALLENGE} characters")
     challenges = _ChallengeParser(header).challenges()
     if not challenges:
         raise InvalidChallenge("empty WWW-Authenticate header")
@@ -338,7 +355,12 @@ def _config_entry(key: str, value: object) -> _ConfigEntry:
 
 # The distribution token spec: a token without expires_in is valid for 60 seconds.
 DEFAULT_TOKEN_LIFETIME = 60.0
-MAX_TOKEN_RESPONSE = 1024 * 1024
+# Longer lifetimes are not believed: a token is fetched again after an hour at the latest, whatever
+# expires_in says (1e300, infinity), so every cache entry expires.
+MAX_TOKEN_LIFETIME = 3600.0
+# Real bearer tokens (JWTs) are a few KiB; Docker Hub sends each twice (token, access_token).
+MAX_TOKEN_SIZE = 64 * 1024
+MAX_TOKEN_RESPONSE = 4 * MAX_TOKEN_SIZE
 
 
 @dataclass(frozen=True)
@@ -351,13 +373,48 @@ class TokenKey:
     scopes: tuple[str, ...]
     credentials: str  # Credentials.fingerprint, or "" when anonymous
 
+    @property
+    def weight(self) -> int:
+        """Roughly the bytes this key holds (realm, service and scopes are upstream-chosen)."""
+        return (
+            len(self.registry) + len(self.realm) + len(self.service) + sum(len(s) for s in self.scopes) + 64
+        )
 
-class TokenCache:
-    """Bearer tokens per (registry, scope, credentials), reused until shortly before they expire."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+class BearerTokenCache:
+    """Bearer tokens of source registries per (registry, realm, scopes, credentials), reused until
+    shortly before they expire; one per process, shared by every mirror.
+
+    Bounded, because realms, scopes and tokens are upstream input: a registry answering every request
+    with a new realm and a giant token must not grow it. Expiry is capped at MAX_TOKEN_LIFETIME; at most
+    ``max_entries`` tokens of at most ``max_bytes`` in all, and ``max_per_registry`` for one registry
+    name, so one churning upstream evicts its own tokens first and others' only by the global bound.
+    Expired entries are pruned on every put; beyond a bound the least recently used go first.
+    (Not the ECR authorization-token cache, ``aws.tokens.TokenCache``.)
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_entries: int = 1_000,
+        max_bytes: int = 16 * 1024 * 1024,
+        max_per_registry: int = 64,
+    ) -> None:
         self._clock = clock
-        self._tokens: dict[TokenKey, tuple[str, float]] = {}
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.max_per_registry = max_per_registry
+        self._tokens: OrderedDict[TokenKey, tuple[str, float]] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes held (tokens and keys), as counted against ``max_bytes``."""
+        return self._bytes
 
     def get(self, key: TokenKey) -> str | None:
         found = self._tokens.get(key)
@@ -365,40 +422,92 @@ class TokenCache:
             return None
         token, usable_until = found
         if self._clock() >= usable_until:
-            del self._tokens[key]
+            self._remove(key)
             return None
+        self._tokens.move_to_end(key)
         return token
 
     def put(self, key: TokenKey, token: str, expires_in: float) -> None:
+        if len(token) > MAX_TOKEN_SIZE:
+            raise LimitExceeded(
+                f"bearer token of {len(token)} bytes exceeds {MAX_TOKEN_SIZE} bytes",
+                limit="token size",
+                bound=MAX_TOKEN_SIZE,
+            )
+        lifetime = clamp_lifetime(expires_in)
         now = self._clock()
         # Stop using a token a little before it expires so a request never arrives with a dead one.
-        margin = min(30.0, expires_in / 4)
-        self._tokens = {k: v for k, v in self._tokens.items() if v[1] > now}
-        self._tokens[key] = (token, now + expires_in - margin)
+        margin = min(30.0, lifetime / 4)
+        self._remove(key)
+        for stale in [k for k, (_, until) in self._tokens.items() if until <= now]:
+            self._remove(stale)
+        same_registry = [k for k in self._tokens if k.registry == key.registry]
+        for oldest in same_registry[: max(0, len(same_registry) - self.max_per_registry + 1)]:
+            self._remove(oldest)
+        weight = key.weight + len(token)
+        while self._tokens and (
+            len(self._tokens) >= self.max_entries or self._bytes + weight > self.max_bytes
+        ):
+            self._remove(next(iter(self._tokens)))
+        if weight > self.max_bytes:
+            return  # larger than the whole cache: used once, never kept
+        self._tokens[key] = (token, now + lifetime - margin)
+        self._bytes += weight
+
+    def _remove(self, key: TokenKey) -> None:
+        found = self._tokens.pop(key, None)
+        if found is not None:
+            self._bytes -= key.weight + len(found[0])
+
+
+# The name this cache had before; ``aws.tokens.TokenCache`` is a different thing (ECR tokens).
+TokenCache = BearerTokenCache
+
+
+def clamp_lifetime(expires_in: float) -> float:
+    """A token lifetime in [DEFAULT_TOKEN_LIFETIME, MAX_TOKEN_LIFETIME]; NaN and nonsense -> default."""
+    if not isinstance(expires_in, int | float) or isinstance(expires_in, bool):
+        return DEFAULT_TOKEN_LIFETIME
+    value = float(expires_in)
+    if math.isnan(value) or value <= 0:
+        return DEFAULT_TOKEN_LIFETIME
+    return min(max(value, DEFAULT_TOKEN_LIFETIME), MAX_TOKEN_LIFETIME)
 
 
 def parse_token_response(body: bytes) -> tuple[str, float]:
-    """``{"token" | "access_token": ..., "expires_in": ...}`` -> (token, lifetime in seconds)."""
+    """``{"token" | "access_token": ..., "expires_in": ...}`` -> (token, lifetime in seconds).
+
+    The lifetime is clamped (``clamp_lifetime``); a token larger than MAX_TOKEN_SIZE, or with characters
+    that cannot travel in an HTTP header (CR/LF would inject headers), is refused.
+    """
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise AuthError("token endpoint answered with something that is not JSON") from None
     if not isinstance(document, Mapping):
         raise AuthError("token endpoint answered with something that is not a JSON object")
     token = document.get("token") or document.get("access_token")
     if not isinstance(token, str) or not token:
         raise AuthError("token endpoint answer has no token")
+    if len(token) > MAX_TOKEN_SIZE:
+        raise AuthError(
+            f"token endpoint answered with a token of {len(token)} bytes (at most {MAX_TOKEN_SIZE})"
+        )
+    if not (token.isascii() and token.isprintable()) or " " in token:
+        raise AuthError("token endpoint answered with a token that is not printable ASCII")
     expires_in = document.get("expires_in")
-    lifetime = (
-        float(expires_in)
-        if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0
-        else DEFAULT_TOKEN_LIFETIME
-    )
-    return token, max(lifetime, DEFAULT_TOKEN_LIFETIME)
+    lifetime = expires_in if isinstance(expires_in, int | float) else DEFAULT_TOKEN_LIFETIME
+    return token, clamp_lifetime(lifetime)
 
 
 def repository_scope(repository: str, *actions: str) -> str:
     return f"repository:{repository}:{','.join(actions)}"
+
+
+@dataclass
+class _KeyLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
 
 
 class Authenticator:
@@ -412,16 +521,18 @@ class Authenticator:
         self,
         sender: HttpSender,
         credentials: CredentialsProvider,
-        token_cache: TokenCache,
+        token_cache: BearerTokenCache,
         *,
         insecure_hosts: frozenset[str] = frozenset(),
+        deadlines: Deadlines = DEFAULT_DEADLINES,
     ) -> None:
         self._sender = sender
         self._credentials = credentials
         self._tokens = token_cache
         self._insecure_hosts = insecure_hosts
+        self._deadlines = deadlines
         self._schemes: dict[str, Challenge] = {}
-        self._locks: dict[TokenKey, asyncio.Lock] = {}
+        self._locks: dict[TokenKey, _KeyLock] = {}
 
     async def authorization(self, registry: str, repository: str, scopes: tuple[str, ...]) -> str | None:
         """The header for a request, if this registry's scheme is known; None means "try without"."""
@@ -454,8 +565,10 @@ class Authenticator:
         by_scheme = {challenge.scheme: challenge for challenge in challenges}
         challenge = by_scheme.get("bearer") or by_scheme.get("basic")
         if challenge is None:
-            schemes = ", ".join(sorted(by_scheme))
+            schemes = ", ".join(sorted(by_scheme))[:200]
             raise AuthError(f"{what}: unsupported authentication scheme(s) {schemes}", status=401)
+        if len(challenge.scopes) > MAX_SCOPES:
+            raise AuthError(f"{what}: challenge asks for more than {MAX_SCOPES} scopes", status=401)
         self._schemes[registry] = challenge
         return await self._header(
             registry, repository, scopes, challenge, rejected=rejected, extra_scopes=challenge.scopes
@@ -487,21 +600,36 @@ class Authenticator:
             credentials=credentials.fingerprint if credentials else "",
         )
         # One fetch per key at a time: concurrent blob copies would otherwise each ask for the same token.
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            cached = self._tokens.get(key)
-            if cached is not None and f"Bearer {cached}" != rejected:
-                return f"Bearer {cached}"
-            wanted = tuple(sorted(set(scopes) | set(extra_scopes)))
-            token, lifetime = await self._fetch_token(realm, challenge.service, wanted, credentials)
-            self._tokens.put(key, token, lifetime)
+        # The lock is dropped when nobody waits on it, so realm churn cannot grow this dict either.
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = _KeyLock()
+        lock.users += 1
+        try:
+            async with lock.lock:
+                cached = self._tokens.get(key)
+                if cached is not None and f"Bearer {cached}" != rejected:
+                    return f"Bearer {cached}"
+                wanted = tuple(sorted(set(scopes) | set(extra_scopes)))
+                what = f"token request to {redact(URL(realm)) if _is_url(realm) else 'an invalid realm'}"
+                token, lifetime = await within(
+                    self._deadlines.request,
+                    lambda: self._fetch_token(realm, challenge.service, wanted, credentials),
+                    what=what,
+                )
+                self._tokens.put(key, token, lifetime)
+        finally:
+            lock.users -= 1
+            if lock.users == 0:
+                del self._locks[key]
         return f"Bearer {token}"
 
     async def _fetch_token(
         self, realm: str, service: str | None, scopes: tuple[str, ...], credentials: Credentials | None
     ) -> tuple[str, float]:
+        if not _is_url(realm):
+            raise AuthError(f"token realm {realm[:100]!r} is not an http(s) URL")
         url = URL(realm)
-        if url.scheme not in ("https", "http") or not url.host:
-            raise AuthError(f"token realm {realm!r} is not an http(s) URL")
         if (
             url.scheme == "http"
             and credentials is not None
@@ -521,5 +649,15 @@ class Authenticator:
         if status in (401, 403):
             raise AuthError(f"{what}: credentials refused ({status})", status=status)
         if status != 200:
-            raise RegistryError(f"{what}: HTTP {status}", status=status)
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise RegistryError(f"{what}: HTTP {status}", status=status, retry_after=retry_after)
         return parse_token_response(body)
+
+
+def _is_url(realm: str) -> bool:
+    """Whether a realm is an absolute http(s) URL with a host (yarl raises on some garbage)."""
+    try:
+        url = URL(realm)
+        return url.scheme in ("https", "http") and bool(url.host)
+    except (ValueError, TypeError, UnicodeError):
+        return False

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
-import re
 from collections.abc import AsyncIterable, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import NoReturn, TypeVar
@@ -16,32 +16,40 @@ from ecr_operator.registry import mediatypes
 from ecr_operator.registry.auth import (
     Anonymous,
     Authenticator,
+    BearerTokenCache,
     CredentialsProvider,
-    TokenCache,
     repository_scope,
 )
-from ecr_operator.registry.digests import algorithm_of
+from ecr_operator.registry.digests import validate_digest
 from ecr_operator.registry.errors import (
     AuthError,
     DigestMismatch,
+    InvalidReference,
+    LimitExceeded,
+    MalformedResponse,
     ManifestTooLarge,
     NotFound,
+    PaginationLoop,
     RegistryError,
     parse_error_body,
 )
+from ecr_operator.registry.limits import DEFAULT_DEADLINES, DEFAULT_LIMITS, Deadlines, Limits
 from ecr_operator.registry.manifest import MAX_MANIFEST_SIZE, Descriptor, Manifest, parse_manifest
-from ecr_operator.registry.reference import Reference, api_host
+from ecr_operator.registry.reference import Reference, api_host, is_valid_tag, validate_tag
 from ecr_operator.registry.transport import (
     Body,
     HttpResponse,
     HttpSender,
+    PacedResponse,
     RetryPolicy,
     origin,
     parse_retry_after,
     read_body,
     redact,
+    resolve_location,
     retrying,
     send_following_redirects,
+    within,
 )
 
 log = logging.getLogger(__name__)
@@ -49,10 +57,13 @@ T = TypeVar("T")
 
 USER_AGENT = "ecr-operator"
 MAX_ERROR_BODY = 64 * 1024
-MAX_TAG_PAGE = 8 * 1024 * 1024
+# A page of 1000 tags of at most 128 characters is under 140 KiB.
+MAX_TAG_PAGE = 1024 * 1024
 # ECR caps a tag page at 1000; distribution and Docker Hub accept it too.
 TAG_PAGE_SIZE = 1000
-_NEXT_LINK = re.compile(r'<([^>]*)>\s*;[^,]*?\brel="?next"?', re.IGNORECASE)
+MAX_LINK_HEADER = 8 * 1024
+# Content-Length beyond 19 digits cannot be an int64 (and int() of thousands of digits raises).
+_MAX_LENGTH_DIGITS = 19
 
 
 @dataclass(frozen=True)
@@ -71,12 +82,115 @@ class PushedManifest:
     subject: str | None
 
 
+class TagList(list[str]):
+    """The valid tags of a listing, in registry order, without duplicates. ``rejected`` counts the
+    entries that were not tags at all (``-bad``, 4,400 digits, non-strings); ``rejected_examples``
+    shows a few of them, shortened, for a condition message."""
+
+    def __init__(self, tags: list[str], rejected: int = 0, rejected_examples: tuple[str, ...] = ()) -> None:
+        super().__init__(tags)
+        self.rejected = rejected
+        self.rejected_examples = rejected_examples
+
+
 def parse_next_link(header: str | None) -> str | None:
-    """The ``rel="next"`` target of an RFC 8288 ``Link`` header."""
+    """The ``rel="next"`` target of an RFC 8288 ``Link`` header (linear in the header, never raises
+    anything but MalformedResponse)."""
     if not header:
         return None
-    match = _NEXT_LINK.search(header)
-    return match.group(1) if match else None
+    if len(header) > MAX_LINK_HEADER:
+        raise MalformedResponse(f"Link header longer than {MAX_LINK_HEADER} characters")
+    position = 0
+    while True:
+        start = header.find("<", position)
+        if start < 0:
+            return None
+        end = header.find(">", start + 1)
+        if end < 0:
+            return None
+        target = header[start + 1 : end]
+        # The link's parameters run to the next comma outside a quoted string.
+        cursor, quoted = end + 1, False
+        while cursor < len(header) and (quoted or header[cursor] != ","):
+            if header[cursor] == '"':
+                quoted = not quoted
+            cursor += 1
+        for parameter in header[end + 1 : cursor].split(";"):
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "rel" and "next" in value.strip().strip('"').lower().split():
+                return target
+        position = cursor
+
+
+def parse_content_length(value: str | None) -> int | None:
+    """A Content-Length header as an int; None when absent or not plain ASCII digits."""
+    if not value:
+        return None
+    value = value.strip()
+    if not (value.isascii() and value.isdigit()) or len(value) > _MAX_LENGTH_DIGITS:
+        return None
+    return int(value)
+
+
+def header_digest(value: str | None, what: str) -> str | None:
+    """A ``Docker-Content-Digest`` header: None when absent, MalformedResponse when not a digest."""
+    if value is None:
+        return None
+    try:
+        return validate_digest(value.strip())
+    except InvalidReference as exc:
+        raise MalformedResponse(f"{what}: Docker-Content-Digest {value[:80]!r} is not a digest") from exc
+
+
+def validate_target(target: str) -> str:
+    """A manifest request names a tag or a digest; anything else would reach into other URL paths."""
+    return validate_digest(target) if ":" in target else validate_tag(target)
+
+
+def _link_header(response: HttpResponse) -> str | None:
+    links = response.headers.getall("Link", [])
+    return ", ".join(links) if links else None
+
+
+def _too_many_tags(repo: Reference, bound: int) -> LimitExceeded:
+    return LimitExceeded(
+        f"tag listing of {repo.name} has more than {bound} tags (limit max_tags); list the tags to mirror"
+        " explicitly instead of selecting them by pattern or range",
+        limit="max_tags",
+        bound=bound,
+    )
+
+
+class _PageTooLarge(LimitExceeded):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, limit="page size", bound=MAX_TAG_PAGE)
+
+
+class _Pages:
+    """The pages one listing visited: a bound on their number, and loop detection by URL and content."""
+
+    def __init__(self, what: str, max_pages: int, limit: str) -> None:
+        self._what = what
+        self._max_pages = max_pages
+        self._limit = limit
+        self._urls: set[str] = set()
+        self._contents: set[str] = set()
+
+    def visit(self, url: URL) -> None:
+        if str(url) in self._urls:
+            raise PaginationLoop(f"{self._what} loops: {redact(url)} was already read")
+        if len(self._urls) >= self._max_pages:
+            raise LimitExceeded(
+                f"{self._what}: more than {self._max_pages} pages (limit {self._limit})",
+                limit=self._limit,
+                bound=self._max_pages,
+            )
+        self._urls.add(str(url))
+
+    def content(self, url: URL, fingerprint: str) -> None:
+        if fingerprint in self._contents:
+            raise PaginationLoop(f"{self._what} loops: {redact(url)} repeats an earlier page")
+        self._contents.add(fingerprint)
 
 
 def _pull(repository: str) -> tuple[str, ...]:
@@ -100,24 +214,40 @@ class RegistryClient:
         sender: HttpSender,
         *,
         credentials: CredentialsProvider | None = None,
-        token_cache: TokenCache | None = None,
+        token_cache: BearerTokenCache | None = None,
         retry: RetryPolicy | None = None,
         endpoints: Mapping[str, str] | None = None,
         insecure_registries: Collection[str] = (),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        deadlines: Deadlines = DEFAULT_DEADLINES,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._sender = sender
         self._endpoints = dict(endpoints or {})
         self._insecure = frozenset(insecure_registries)
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
+        self._deadlines = deadlines
+        self._limits = limits
         self._auth = Authenticator(
-            sender, credentials or Anonymous(), token_cache or TokenCache(), insecure_hosts=self._insecure
+            sender,
+            credentials or Anonymous(),
+            token_cache or BearerTokenCache(),
+            insecure_hosts=self._insecure,
+            deadlines=deadlines,
         )
 
     @property
     def retry_policy(self) -> RetryPolicy:
         return self._retry
+
+    @property
+    def deadlines(self) -> Deadlines:
+        return self._deadlines
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
 
     @property
     def sleep(self) -> Callable[[float], Awaitable[None]]:
@@ -132,7 +262,8 @@ class RegistryClient:
 
     async def head_manifest(self, repo: Reference, target: str) -> ManifestHead | None:
         """HEAD a manifest by tag or digest; None when it does not exist. Never counts as a pull."""
-        url = self._url(repo, f"manifests/{target}")
+        url = self._url(repo, f"manifests/{validate_target(target)}")
+        what = f"HEAD {redact(url)}"
 
         async def attempt() -> ManifestHead | None:
             response = await self._send(
@@ -141,23 +272,26 @@ class RegistryClient:
             try:
                 if response.status == 404:
                     return None
-                await self._check(response, f"HEAD {redact(url)}", (200,))
+                await self._check(response, what, (200,))
                 headers = response.headers
             finally:
                 response.close()
-            digest = headers.get("Docker-Content-Digest") or (target if ":" in target else None)
-            length = headers.get("Content-Length")
+            digest = header_digest(headers.get("Docker-Content-Digest"), what)
+            if digest is None and ":" in target:
+                digest = target
+            if ":" in target and digest != target:
+                raise DigestMismatch(f"{what}: registry says {digest}")
             return ManifestHead(
                 digest=digest,
                 media_type=mediatypes.bare_media_type(headers.get("Content-Type")),
-                size=int(length) if length and length.isdigit() else None,
+                size=parse_content_length(headers.get("Content-Length")),
             )
 
-        return await self._retrying(attempt, f"HEAD {redact(url)}")
+        return await self._retrying(attempt, what)
 
     async def get_manifest(self, repo: Reference, target: str) -> Manifest:
         """GET a manifest, verified against ``target`` when it is a digest. Counts as a pull on Docker Hub."""
-        url = self._url(repo, f"manifests/{target}")
+        url = self._url(repo, f"manifests/{validate_target(target)}")
         what = f"GET {redact(url)}"
 
         async def attempt() -> Manifest:
@@ -165,19 +299,22 @@ class RegistryClient:
                 "GET", repo, url, _pull(repo.repository), {"Accept": mediatypes.MANIFEST_ACCEPT}
             )
             await self._check(response, what, (200,))
-            length = response.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > MAX_MANIFEST_SIZE:
+            try:
+                length = parse_content_length(response.headers.get("Content-Length"))
+                if length is not None and length > MAX_MANIFEST_SIZE:
+                    raise ManifestTooLarge(
+                        f"{what}: manifest of {length} bytes exceeds {MAX_MANIFEST_SIZE} bytes"
+                    )
+                content_type = response.headers.get("Content-Type")
+                served_digest = header_digest(response.headers.get("Docker-Content-Digest"), what)
+            except RegistryError:
                 response.close()
-                raise ManifestTooLarge(
-                    f"{what}: manifest of {length} bytes exceeds {MAX_MANIFEST_SIZE} bytes"
-                )
-            content_type = response.headers.get("Content-Type")
-            served_digest = response.headers.get("Docker-Content-Digest")
+                raise
             raw = await read_body(response, MAX_MANIFEST_SIZE, what, too_large=ManifestTooLarge)
             manifest = parse_manifest(
                 raw, content_type=content_type, expected_digest=target if ":" in target else None
             )
-            if served_digest and algorithm_of(served_digest) == "sha256" and served_digest != manifest.digest:
+            if served_digest and served_digest.startswith("sha256:") and served_digest != manifest.digest:
                 raise DigestMismatch(
                     f"{what}: registry says {served_digest}, content hashes to {manifest.digest}"
                 )
@@ -187,7 +324,7 @@ class RegistryClient:
 
     async def put_manifest(self, repo: Reference, target: str, manifest: Manifest) -> PushedManifest:
         """PUT the manifest's exact bytes under a tag or its digest; the registry must agree on the digest."""
-        url = self._url(repo, f"manifests/{target}")
+        url = self._url(repo, f"manifests/{validate_target(target)}")
         what = f"PUT {redact(url)}"
 
         async def attempt() -> PushedManifest:
@@ -199,8 +336,8 @@ class RegistryClient:
                 subject = response.headers.get("OCI-Subject")
             finally:
                 response.close()
-            if stored and stored != manifest.digest:
-                raise DigestMismatch(f"{what}: registry stored {stored}, expected {manifest.digest}")
+            if stored and stored.strip() != manifest.digest:
+                raise DigestMismatch(f"{what}: registry stored {stored[:80]!r}, expected {manifest.digest}")
             return PushedManifest(digest=manifest.digest, subject=subject)
 
         return await self._retrying(attempt, what)
@@ -208,7 +345,7 @@ class RegistryClient:
     # --- blobs ----------------------------------------------------------------------------------
 
     async def blob_exists(self, repo: Reference, digest: str, *, for_push: bool = False) -> bool:
-        url = self._url(repo, f"blobs/{digest}")
+        url = self._url(repo, f"blobs/{validate_digest(digest)}")
         scopes = _push(repo.repository) if for_push else _pull(repo.repository)
 
         async def attempt() -> bool:
@@ -224,8 +361,12 @@ class RegistryClient:
         return await self._retrying(attempt, f"HEAD {redact(url)}")
 
     async def open_blob(self, repo: Reference, digest: str) -> HttpResponse:
-        """Start streaming a blob (redirects to storage followed without credentials). Caller closes."""
-        url = self._url(repo, f"blobs/{digest}")
+        """Start streaming a blob (redirects to storage followed without credentials). Caller closes.
+
+        The answer's headers must come within ``deadlines.request``; its body must keep flowing (no
+        silence over ``deadlines.read``, at least ``deadlines.blob_min_rate`` per ``blob_window``).
+        """
+        url = self._url(repo, f"blobs/{validate_digest(digest)}")
         what = f"GET {redact(url)}"
 
         async def attempt() -> HttpResponse:
@@ -235,7 +376,7 @@ class RegistryClient:
             await self._check(response, what, (200,))
             return response
 
-        return await self._retrying(attempt, what)
+        return PacedResponse(await self._retrying(attempt, what), self._deadlines, what)
 
     async def start_upload(self, repo: Reference) -> URL:
         """POST a new upload session; returns where to PUT the blob."""
@@ -266,7 +407,7 @@ class RegistryClient:
                 return None
             if not location:
                 raise RegistryError(f"{what}: upload started without Location", status=status)
-            return url.join(URL(location, encoded=True))
+            return resolve_location(url, location, what=f"{what}: upload")
 
         return await self._retrying(attempt, what)
 
@@ -291,41 +432,82 @@ class RegistryClient:
     async def cancel_upload(self, repo: Reference, location: URL) -> None:
         """Best effort: tell the registry to drop an upload session we abandon."""
         try:
-            response = await self._send("DELETE", repo, location, _push(repo.repository), {})
+            response = await within(
+                self._deadlines.request,
+                lambda: self._send("DELETE", repo, location, _push(repo.repository), {}),
+                what=f"DELETE {redact(location)}",
+            )
             response.close()
         except RegistryError as exc:
             log.debug("abandoned upload not cancelled", extra={"upload": redact(location), "error": str(exc)})
 
     # --- tags and referrers ---------------------------------------------------------------------
 
-    async def list_tags(self, repo: Reference) -> list[str]:
-        """Every tag of a repository, following ``Link`` pagination (pages of TAG_PAGE_SIZE)."""
+    async def list_tags(self, repo: Reference, *, max_tags: int | None = None) -> TagList:
+        """Every tag of a repository, following ``Link`` pagination (pages of TAG_PAGE_SIZE).
+
+        Bounded: at most ``max_tags`` (default ``limits.max_tags``) distinct tags and
+        ``limits.max_tag_pages`` pages, else LimitExceeded; a page URL or page content seen before is a
+        PaginationLoop. Entries that are not valid tags are left out and counted (``TagList.rejected``).
+        """
+        bound = self._limits.max_tags if max_tags is None else max_tags
         url: URL | None = self._url(repo, "tags/list").with_query({"n": str(TAG_PAGE_SIZE)})
         tags: dict[str, None] = {}
-        seen: set[str] = set()
+        rejected: list[str] = []
+        rejected_count = 0
+        pages = _Pages(f"tag listing of {repo.name}", self._limits.max_tag_pages, "max_tag_pages")
         while url is not None:
-            if str(url) in seen:
-                raise RegistryError(f"tag listing of {repo.name} loops at {redact(url)}")
-            seen.add(str(url))
-            body, link = await self._get_json_page(repo, url)
+            pages.visit(url)
+            body, link, fingerprint = await self._get_json_page(repo, url)
+            pages.content(url, fingerprint)
             page = body.get("tags") or []
             if not isinstance(page, list):
-                raise RegistryError(f"tag listing of {repo.name}: 'tags' is not a list")
-            tags.update(dict.fromkeys(tag for tag in page if isinstance(tag, str)))
+                raise MalformedResponse(f"tag listing of {repo.name}: 'tags' is not a list")
+            if len(page) > bound:
+                raise _too_many_tags(repo, bound)
+            for tag in page:
+                if is_valid_tag(tag):
+                    tags[tag] = None
+                else:
+                    rejected_count += 1
+                    if len(rejected) < 3:
+                        text = tag if isinstance(tag, str) else repr(tag)
+                        rejected.append(text if len(text) <= 40 else f"{text[:30]}…({len(text)} chars)")
+            if len(tags) > bound:
+                raise _too_many_tags(repo, bound)
             url = self._next_page(url, link)
-        return list(tags)
+        if rejected_count:
+            log.warning(
+                "upstream tags that are not valid tags were left out",
+                extra={"repository": repo.name, "rejected": rejected_count, "examples": rejected},
+            )
+        return TagList(list(tags), rejected_count, tuple(rejected))
 
     async def list_referrers(self, repo: Reference, digest: str) -> tuple[Descriptor, ...] | None:
         """Manifests whose ``subject`` is ``digest``, from the referrers API; None when the registry
-        does not implement it (callers then read the ``sha256-<hex>`` fallback tag)."""
-        url: URL | None = self._url(repo, f"referrers/{digest}")
+        does not implement it (callers then read the ``sha256-<hex>`` fallback tag).
+
+        Bounded like tag listings: ``limits.max_referrer_pages`` pages, ``limits.max_referrers``
+        distinct referrers (LimitExceeded beyond), loops refused (PaginationLoop)."""
+        url: URL | None = self._url(repo, f"referrers/{validate_digest(digest)}")
         found: dict[str, Descriptor] = {}
+        what = f"referrers of {digest} in {repo.name}"
+        pages = _Pages(what, self._limits.max_referrer_pages, "max_referrer_pages")
         while url is not None:
+            pages.visit(url)
             page = await self._referrers_page(repo, url)
             if page is None:
                 return None
             index, link = page
+            pages.content(url, index.digest)
             found.update((child.digest, child) for child in index.children)
+            if len(found) > self._limits.max_referrers:
+                bound = self._limits.max_referrers
+                raise LimitExceeded(
+                    f"{what}: more than {bound} referrers (limit max_referrers)",
+                    limit="max_referrers",
+                    bound=bound,
+                )
             url = self._next_page(url, link)
         return tuple(found.values())
 
@@ -341,9 +523,12 @@ class RegistryClient:
                 response.close()
                 return None
             await self._check(response, what, (200,))
-            link = response.headers.get("Link")
+            link = _link_header(response)
             raw = await read_body(response, MAX_MANIFEST_SIZE, what, too_large=ManifestTooLarge)
-            return parse_manifest(raw, content_type=mediatypes.OCI_INDEX), link
+            index = parse_manifest(raw, content_type=mediatypes.OCI_INDEX)
+            if not index.is_index:
+                raise MalformedResponse(f"{what}: the referrers answer is not an image index")
+            return index, link
 
         return await self._retrying(attempt, what)
 
@@ -356,33 +541,38 @@ class RegistryClient:
         target = parse_next_link(link)
         if target is None:
             return None
-        following = current.join(URL(target, encoded=True))
+        following = resolve_location(current, target, what=f"pagination of {redact(current)}")
         if origin(following) != origin(current):
             raise RegistryError(f"pagination link leaves {redact(current)} for {redact(following)}")
         return following
 
-    async def _get_json_page(self, repo: Reference, url: URL) -> tuple[Mapping[str, object], str | None]:
+    async def _get_json_page(self, repo: Reference, url: URL) -> tuple[Mapping[str, object], str | None, str]:
+        """A JSON object page, its Link header and a fingerprint of its content."""
         what = f"GET {redact(url)}"
 
-        async def attempt() -> tuple[Mapping[str, object], str | None]:
+        async def attempt() -> tuple[Mapping[str, object], str | None, str]:
             response = await self._send(
                 "GET", repo, url, _pull(repo.repository), {"Accept": "application/json"}
             )
             await self._check(response, what, (200,))
-            link = response.headers.get("Link")
-            raw = await read_body(response, MAX_TAG_PAGE, what)
+            link = _link_header(response)
+            raw = await read_body(response, MAX_TAG_PAGE, what, too_large=_PageTooLarge)
             try:
                 document = json.loads(raw)
-            except ValueError as exc:
-                raise RegistryError(f"{what}: response is not JSON") from exc
+            except (ValueError, RecursionError) as exc:
+                raise MalformedResponse(f"{what}: response is not JSON") from exc
             if not isinstance(document, dict):
-                raise RegistryError(f"{what}: response is not a JSON object")
-            return document, link
+                raise MalformedResponse(f"{what}: response is not a JSON object")
+            return document, link, hashlib.sha256(raw).hexdigest()
 
         return await self._retrying(attempt, what)
 
     async def _retrying(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
-        return await retrying(operation, self._retry, what=what, sleep=self._sleep)
+        """Retries of ``operation``, each attempt under the whole-request deadline."""
+        seconds = self._deadlines.request
+        return await retrying(
+            lambda: within(seconds, operation, what=what), self._retry, what=what, sleep=self._sleep
+        )
 
     async def _send(
         self,

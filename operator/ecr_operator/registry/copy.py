@@ -57,10 +57,13 @@ from ecr_operator.registry.errors import (
     AuthError,
     DigestMismatch,
     InvalidReference,
+    LimitExceeded,
+    MalformedResponse,
     NoMatchingPlatform,
     NotFound,
     RegistryError,
 )
+from ecr_operator.registry.limits import Limits
 from ecr_operator.registry.manifest import Descriptor, Manifest, parse_manifest
 from ecr_operator.registry.platforms import Platform, PlatformFilter
 from ecr_operator.registry.reference import Reference, fallback_tag
@@ -71,6 +74,9 @@ log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 4
 # Signatures of attestations of images is three levels; deeper chains are almost certainly cycles.
 MAX_REFERRER_DEPTH = 8
+# Manifest bytes one copy may hold at once (its plan keeps every manifest until it is pushed): real
+# images need kilobytes; a hostile index of 1,000 children of 4 MiB each would need 4 GiB.
+MAX_PLAN_MANIFEST_BYTES = 64 * 1024 * 1024
 _UNKNOWN_PLATFORM = Platform(os="unknown", architecture="unknown")
 
 
@@ -170,6 +176,28 @@ def _image_platform(child: Descriptor) -> Platform | None:
     if is_attestation(child) or child.platform is None or child.platform == _UNKNOWN_PLATFORM:
         return None
     return child.platform
+
+
+def distinct_children(index: Manifest, limit: int) -> tuple[Descriptor, ...]:
+    """The children of ``index``, each digest once (the first entry naming it), at most ``limit``.
+
+    An index may list one digest many times (F8: 2,000 times); each is fetched, checked and pushed once.
+    The index itself is still pushed byte-exact. Entries of one digest must agree on its size.
+    """
+    by_digest: dict[str, Descriptor] = {}
+    for child in index.children:
+        first = by_digest.setdefault(child.digest, child)
+        if first.size != child.size:
+            raise MalformedResponse(
+                f"index {index.digest} lists {child.digest} with sizes {first.size} and {child.size}"
+            )
+        if len(by_digest) > limit:
+            raise LimitExceeded(
+                f"index {index.digest} lists more than {limit} distinct manifests (limit max_index_children)",
+                limit="max_index_children",
+                bound=limit,
+            )
+    return tuple(by_digest.values())
 
 
 def select_children(children: Iterable[Descriptor], platforms: PlatformFilter | None) -> ChildSelection:
@@ -285,6 +313,7 @@ async def copy_image(
     known_copies: Mapping[str, str] | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: ProgressCallback | None = None,
+    limits: Limits | None = None,
 ) -> ImageCopyResult:
     """Copy ``source`` to ``destination`` so that the destination serves the same digest.
 
@@ -293,7 +322,8 @@ async def copy_image(
     given, must equal the source digest. Pass different clients when source and destination need
     different credentials; blob mounting is only attempted within one client, so a mount can never
     reach content those credentials could not read anyway. ``replace_tag`` and ``known_copies``: see
-    the module docstring.
+    the module docstring. ``limits`` (default: the source client's) bounds index children, nesting,
+    referrers and blobs; exceeding one raises LimitExceeded before anything of that image is pushed.
     """
     copier = _ImageCopier(
         source_client=source_client,
@@ -305,6 +335,7 @@ async def copy_image(
         known_copies=known_copies or {},
         concurrency=concurrency,
         progress=progress,
+        limits=limits or source_client.limits,
     )
     return await copier.run(copy_referrers=referrers)
 
@@ -322,6 +353,7 @@ class _ImageCopier:
         known_copies: Mapping[str, str],
         concurrency: int,
         progress: ProgressCallback | None,
+        limits: Limits,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -340,6 +372,8 @@ class _ImageCopier:
         self.blobs_present: set[str] = set()
         self.manifests_present: set[str] = set()
         self.referrers_seen: dict[str, ReferrerCopy] = {}
+        self.limits = limits
+        self.manifest_bytes = 0
         # Learned from the OCI-Subject header of a push: the destination lists referrers by itself.
         self.destination_lists_referrers = False
 
@@ -356,7 +390,7 @@ class _ImageCopier:
         source_digest = head.digest
         if source_digest is None:
             # A registry that does not say the digest on HEAD leaves no choice but a GET.
-            manifest = await self.src.get_manifest(self.source, self.source.target)
+            manifest = await self._get(self.src, self.source, self.source.target)
             source_digest = manifest.digest
         if self.source.digest and source_digest != self.source.digest:
             raise DigestMismatch(f"{self.source}: registry answered {source_digest}")
@@ -383,7 +417,7 @@ class _ImageCopier:
             )
 
         if manifest is None:
-            manifest = await self.src.get_manifest(self.source, source_digest)
+            manifest = await self._get(self.src, self.source, source_digest)
         plan = _Plan()
         pushed, selection = await self._plan_image(manifest, plan)
         filtered = pushed.digest != manifest.digest
@@ -483,9 +517,10 @@ class _ImageCopier:
         own, or a filtered index) and, for an index, which children the platform filter chose."""
         plan.add_manifest(manifest)
         if not manifest.is_index:
-            plan.blobs.update((blob.digest, blob) for blob in manifest.blobs)
+            self._add_blobs(manifest, plan)
             return manifest, None
-        selection = select_children(manifest.children, self.platforms)
+        children = distinct_children(manifest, self.limits.max_index_children)
+        selection = select_children(children, self.platforms)
         if not selection.selected:
             raise NoMatchingPlatform(
                 f"{self.source}: the index {manifest.digest} has none of the requested platforms"
@@ -498,36 +533,65 @@ class _ImageCopier:
             del plan.sizes[manifest.digest]
             plan.add_manifest(pushed)
         plan.subjects.extend(child.digest for child in selection.selected)
-        await _all(self._plan_child(child, plan) for child in selection.selected)
+        await _all(self._plan_child(child, plan, 1) for child in selection.selected)
         return pushed, selection
 
-    async def _plan(self, manifest: Manifest, plan: _Plan) -> None:
+    async def _plan(self, manifest: Manifest, plan: _Plan, depth: int = 0) -> None:
         """Collect what ``manifest`` needs into ``plan`` (its own push is the caller's). Nested indexes
         are copied whole: a filter's platforms describe images, not index levels."""
         plan.add_manifest(manifest)
         if not manifest.is_index:
-            plan.blobs.update((blob.digest, blob) for blob in manifest.blobs)
+            self._add_blobs(manifest, plan)
             return
-        await _all(self._plan_child(child, plan) for child in manifest.children)
+        if depth >= self.limits.max_index_depth:
+            raise LimitExceeded(
+                f"{self.source}: indexes nested more than {self.limits.max_index_depth} deep"
+                " (limit max_index_depth)",
+                limit="max_index_depth",
+                bound=self.limits.max_index_depth,
+            )
+        children = distinct_children(manifest, self.limits.max_index_children)
+        await _all(self._plan_child(child, plan, depth + 1) for child in children)
+
+    def _add_blobs(self, manifest: Manifest, plan: _Plan) -> None:
+        plan.blobs.update((blob.digest, blob) for blob in manifest.blobs)
+        if len(plan.blobs) > self.limits.max_blobs:
+            raise LimitExceeded(
+                f"{self.source}: more than {self.limits.max_blobs} distinct blobs (limit max_blobs)",
+                limit="max_blobs",
+                bound=self.limits.max_blobs,
+            )
+
+    async def _get(self, client: RegistryClient, repo: Reference, target: str) -> Manifest:
+        """GET a manifest, counting its bytes against MAX_PLAN_MANIFEST_BYTES for this copy."""
+        manifest = await client.get_manifest(repo, target)
+        self.manifest_bytes += len(manifest.raw)
+        if self.manifest_bytes > MAX_PLAN_MANIFEST_BYTES:
+            raise LimitExceeded(
+                f"{self.source}: its manifests exceed {MAX_PLAN_MANIFEST_BYTES} bytes in all",
+                limit="manifest bytes",
+                bound=MAX_PLAN_MANIFEST_BYTES,
+            )
+        return manifest
 
     async def _all_present(self, children: Iterable[Descriptor]) -> bool:
         present = await asyncio.gather(*(self._manifest_present(child.digest) for child in children))
         return all(present)
 
-    async def _plan_child(self, child: Descriptor, plan: _Plan) -> None:
+    async def _plan_child(self, child: Descriptor, plan: _Plan, depth: int) -> None:
         if await self._manifest_present(child.digest):
             # Only its size is still needed; the destination tells it (reading there is not a pull).
             async with self.request_slots:
-                present = await self.dst.get_manifest(self.destination, child.digest)
+                present = await self._get(self.dst, self.destination, child.digest)
             plan.add_manifest(present)
             return
         async with self.request_slots:
-            manifest = await self.src.get_manifest(self.source, child.digest)
+            manifest = await self._get(self.src, self.source, child.digest)
         if len(manifest.raw) != child.size:
             raise DigestMismatch(
                 f"manifest {child.digest}: {len(manifest.raw)} bytes, index says {child.size}"
             )
-        await self._plan(manifest, plan)
+        await self._plan(manifest, plan, depth)
         plan.manifests.append((manifest, manifest.digest))
 
     async def _manifest_present(self, digest: str) -> bool:
@@ -640,12 +704,19 @@ class _ImageCopier:
         copied = await self.dst.head_manifest(self.destination, tag) if head.digest else None
         if copied is not None and copied.digest == head.digest:
             # The destination has this very listing: read it there, where a GET is not an upstream pull.
-            index = await self.dst.get_manifest(self.destination, tag)
+            index = await self._get(self.dst, self.destination, tag)
         else:
-            index = await self.src.get_manifest(self.source, head.digest or tag)
-        return index.children, index
+            index = await self._get(self.src, self.source, head.digest or tag)
+        return distinct_children(index, self.limits.max_referrers), index
 
     async def _copy_referrer(self, subject: str, entry: Descriptor) -> None:
+        if len(self.referrers_seen) >= self.limits.max_referrers:
+            raise LimitExceeded(
+                f"{self.source}: more than {self.limits.max_referrers} referrers in all"
+                " (limit max_referrers)",
+                limit="max_referrers",
+                bound=self.limits.max_referrers,
+            )
         self.referrers_seen[entry.digest] = ReferrerCopy(
             subject=subject,
             digest=entry.digest,
@@ -654,7 +725,7 @@ class _ImageCopier:
         )
         if await self._manifest_present(entry.digest):
             return
-        manifest = await self.src.get_manifest(self.source, entry.digest)
+        manifest = await self._get(self.src, self.source, entry.digest)
         plan = _Plan()
         await self._plan(manifest, plan)
         plan.manifests.append((manifest, manifest.digest))
@@ -677,7 +748,7 @@ class _ImageCopier:
         else:
             if source_index is not None and head.digest == source_index.digest:
                 return
-            current = await self.dst.get_manifest(self.destination, tag)
+            current = await self._get(self.dst, self.destination, tag)
             known = {child.digest for child in current.children}
             missing = [entry for entry in listed if entry.digest not in known]
             if not missing:
@@ -709,7 +780,11 @@ def filtered_index(index: Manifest, keep: Iterable[Descriptor]) -> Manifest:
     kept = {child.digest for child in keep}
     document = json.loads(index.raw)
     document["manifests"] = [entry for entry in document["manifests"] if entry["digest"] in kept]
-    raw = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        raw = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        # A lone surrogate escaped in the source ("\ud800") has no UTF-8 form to keep digest-stable.
+        raise MalformedResponse(f"index {index.digest} holds text that is not valid Unicode") from exc
     return parse_manifest(raw, content_type=index.media_type)
 
 

@@ -9,15 +9,17 @@ from ecr_operator.registry.errors import DigestMismatch, InvalidReference
 
 # Lengths of the hex encodings of the algorithms the OCI image spec registers; others cannot be verified.
 _HEX_LENGTHS = {"sha256": 64, "sha512": 128}
+MAX_DIGEST_LENGTH = len("sha512:") + 128
 # OCI image-spec descriptor grammar: algorithm-component ([+._-] algorithm-component)* ":" encoded.
 _DIGEST = re.compile(r"(?P<algorithm>[a-z0-9]+(?:[+._-][a-z0-9]+)*):(?P<encoded>[a-zA-Z0-9=_-]+)")
 
 
 def validate_digest(text: str) -> str:
     """Return ``text`` if it is a digest this client can verify, else raise InvalidReference."""
-    match = _DIGEST.fullmatch(text)
+    match = _DIGEST.fullmatch(text) if isinstance(text, str) and len(text) <= MAX_DIGEST_LENGTH else None
     if match is None:
-        raise InvalidReference(f"invalid digest {text!r}: expected <algorithm>:<hex>, e.g. sha256:<64 hex>")
+        shown = text[:80] if isinstance(text, str) else text
+        raise InvalidReference(f"invalid digest {shown!r}: expected <algorithm>:<hex>, e.g. sha256:<64 hex>")
     algorithm, encoded = match["algorithm"], match["encoded"]
     length = _HEX_LENGTHS.get(algorithm)
     if length is None:

@@ -11,14 +11,6 @@ import json
 from dataclasses import dataclass
 
 
-class InvalidReference(ValueError):
-    """An image reference, repository name, tag or digest does not follow the OCI grammar."""
-
-
-class InvalidChallenge(ValueError):
-    """A ``WWW-Authenticate`` header could not be parsed."""
-
-
 @dataclass(frozen=True)
 class OciErrorDetail:
     """One entry of the ``errors`` array of an OCI distribution error body."""
@@ -58,12 +50,49 @@ class RegistryError(Exception):
         return self.status is not None and is_retryable_status(self.status)
 
 
+class InvalidReference(RegistryError, ValueError):
+    """An image reference, repository name, tag or digest does not follow the OCI grammar.
+
+    Also a ValueError, as it always was; a RegistryError so that one ``except RegistryError`` catches
+    every failure of this package, including a malformed name an upstream registry handed out.
+    """
+
+
+class MalformedResponse(RegistryError):
+    """The registry broke the protocol: a header, body, manifest, tag or link outside its grammar."""
+
+
+class InvalidChallenge(MalformedResponse, ValueError):
+    """A ``WWW-Authenticate`` header could not be parsed."""
+
+
+class LimitExceeded(RegistryError):
+    """An upstream answer exceeds a bound this client keeps (``limit`` names it, ``bound`` its value):
+    too many tag pages or tags, referrers, index children, nesting, an oversized token or header.
+    Not retryable: the registry would answer the same next time."""
+
+    def __init__(self, message: str, *, limit: str, bound: float) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.bound = bound
+
+
+class PaginationLoop(MalformedResponse):
+    """A paginated listing (tags, referrers) named a page URL, or served page content, seen before."""
+
+
 class ConnectionFailed(RegistryError):
     """The connection failed, was reset, or timed out; another attempt may succeed."""
 
     @property
     def retryable(self) -> bool:
         return True
+
+
+class DeadlineExceeded(ConnectionFailed):
+    """A request took longer than its deadline (connect, idle read, whole request) or a blob stream
+    stayed under its minimum throughput. Retryable by the caller later, but not retried at once within
+    the request: a registry this slow would most likely hold the worker again."""
 
 
 class AuthError(RegistryError):
@@ -94,6 +123,10 @@ class NoMatchingPlatform(RegistryError):
         self.missing_platforms = missing_platforms
 
 
+MAX_ERROR_DETAILS = 5
+MAX_ERROR_MESSAGE = 200
+
+
 def is_retryable_status(status: int) -> bool:
     # 501 Not Implemented will not change on retry; the other 5xx and 429 usually do.
     return status == 429 or (500 <= status <= 599 and status != 501)
@@ -103,7 +136,7 @@ def parse_error_body(body: bytes) -> tuple[OciErrorDetail, ...]:
     """Read the OCI ``{"errors": [{"code", "message", "detail"}]}`` body; anything else yields ()."""
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ()
     if not isinstance(document, dict):
         return ()
@@ -111,12 +144,18 @@ def parse_error_body(body: bytes) -> tuple[OciErrorDetail, ...]:
     if not isinstance(entries, list):
         return ()
     details = []
-    for entry in entries:
+    # A hostile body can hold thousands of long entries; a few short ones tell the story.
+    for entry in entries[:MAX_ERROR_DETAILS]:
         if isinstance(entry, dict) and isinstance(entry.get("code"), str):
             message = entry.get("message")
             details.append(
                 OciErrorDetail(
-                    code=entry["code"].upper(), message=message if isinstance(message, str) else ""
+                    code=_clip(entry["code"].upper(), 64),
+                    message=_clip(message, MAX_ERROR_MESSAGE) if isinstance(message, str) else "",
                 )
             )
     return tuple(details)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

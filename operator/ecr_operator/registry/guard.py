@@ -23,6 +23,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from ecr_operator.registry.errors import RegistryError
+from ecr_operator.registry.limits import DEFAULT_DEADLINES, Deadlines
 from ecr_operator.registry.transport import Body, HttpResponse, HttpSender, create_session
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -107,7 +108,13 @@ class GuardedSender:
 
 
 def create_guarded_session(
-    policy: AddressPolicy, *, ca_bundle: Path | None = None, connections: int = 32
+    policy: AddressPolicy,
+    *,
+    ca_bundle: Path | None = None,
+    connections: int = 32,
+    deadlines: Deadlines = DEFAULT_DEADLINES,
 ) -> aiohttp.ClientSession:
     """``transport.create_session`` with every resolved address judged by ``policy``."""
-    return create_session(ca_bundle=ca_bundle, connections=connections, resolver=GuardedResolver(policy))
+    return create_session(
+        ca_bundle=ca_bundle, connections=connections, resolver=GuardedResolver(policy), deadlines=deadlines
+    )

@@ -16,8 +16,8 @@ from ecr_operator.registry.digests import digest_of, validate_digest
 from ecr_operator.registry.errors import (
     DigestMismatch,
     InvalidReference,
+    MalformedResponse,
     ManifestTooLarge,
-    RegistryError,
     UnsupportedMediaType,
 )
 from ecr_operator.registry.platforms import Platform, platform_from_descriptor
@@ -25,6 +25,8 @@ from ecr_operator.registry.platforms import Platform, platform_from_descriptor
 # The OCI distribution spec: registries SHOULD accept manifests up to 4 MiB. Larger ones would not be
 # accepted by every destination (ECR among them) and would cost memory, so they are refused.
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+# Sizes are int64 in every registry; a larger one is a lie that would only overflow somewhere else.
+MAX_BLOB_SIZE = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -82,24 +84,29 @@ def parse_manifest(raw: bytes, *, content_type: str | None, expected_digest: str
 
     The media type is the body's ``mediaType`` field when present (the registry's Content-Type may be a
     generic one), else the Content-Type, else inferred from the structure as the OCI spec allows.
+    Every failure is a RegistryError: ManifestTooLarge, DigestMismatch, UnsupportedMediaType, or
+    MalformedResponse for anything that does not parse (upstream input never escapes as a ValueError).
     """
     if len(raw) > MAX_MANIFEST_SIZE:
         raise manifest_too_large(len(raw))
+    if expected_digest is not None:
+        validate_digest(expected_digest)
     algorithm = expected_digest.partition(":")[0] if expected_digest else "sha256"
     digest = digest_of(raw, algorithm)
     if expected_digest is not None and digest != expected_digest:
         raise DigestMismatch(f"manifest expected to be {expected_digest} hashes to {digest}")
     try:
         document = json.loads(raw)
-    except ValueError as exc:
-        raise RegistryError(f"manifest {digest} is not JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise MalformedResponse(f"manifest {digest} is not JSON: {str(exc)[:200]}") from exc
     if not isinstance(document, dict):
-        raise RegistryError(f"manifest {digest} is not a JSON object")
+        raise MalformedResponse(f"manifest {digest} is not a JSON object")
     media_type = _media_type(document, content_type, digest)
     try:
         return _build(document, raw=raw, digest=digest, media_type=media_type)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RegistryError(f"malformed {media_type} manifest {digest}: {exc!r}") from exc
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        detail = str(exc)[:200] if isinstance(exc, InvalidReference) else repr(exc)[:200]
+        raise MalformedResponse(f"malformed {media_type} manifest {digest}: {detail}") from exc
 
 
 def manifest_too_large(size: int) -> ManifestTooLarge:
@@ -108,6 +115,8 @@ def manifest_too_large(size: int) -> ManifestTooLarge:
 
 def _media_type(document: Mapping[str, Any], content_type: str | None, digest: str) -> str:
     declared = document.get("mediaType")
+    if declared is not None and not isinstance(declared, str):
+        raise MalformedResponse(f"manifest {digest}: mediaType is not a string")
     header = mediatypes.bare_media_type(content_type)
     if document.get("schemaVersion") == 1 or declared in mediatypes.SCHEMA1 or header in mediatypes.SCHEMA1:
         raise UnsupportedMediaType(
@@ -125,7 +134,8 @@ def _media_type(document: Mapping[str, Any], content_type: str | None, digest: s
     else:
         media_type = header or "unknown"
     if media_type not in mediatypes.MANIFESTS:
-        raise UnsupportedMediaType(f"manifest {digest} has unsupported media type {media_type!r}")
+        shown = media_type[:100] if isinstance(media_type, str) else type(media_type).__name__
+        raise UnsupportedMediaType(f"manifest {digest} has unsupported media type {shown!r}")
     return media_type
 
 
@@ -163,12 +173,9 @@ def _descriptor(entry: Mapping[str, Any]) -> Descriptor:
     media_type, digest, size = entry["mediaType"], entry["digest"], entry["size"]
     if not isinstance(media_type, str) or not isinstance(digest, str):
         raise TypeError("descriptor mediaType and digest must be strings")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise ValueError(f"descriptor {digest} has invalid size {size!r}")
-    try:
-        validate_digest(digest)
-    except InvalidReference as exc:
-        raise ValueError(str(exc)) from exc
+    validate_digest(digest)
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_BLOB_SIZE:
+        raise ValueError(f"descriptor {digest} has invalid size {str(size)[:40]}")
     artifact_type = entry.get("artifactType")
     urls = entry.get("urls") or ()
     return Descriptor(

@@ -32,6 +32,8 @@ _ARCH_ALIASES: Mapping[str, tuple[str, str]] = {
 }
 _DEFAULT_VARIANTS = {"arm64": "v8", "arm": "v7", "amd64": "v1"}
 _COMPONENT = re.compile(r"[a-z0-9_.-]+")
+# Real values are short (``linux``, ``riscv64``, ``v8``); longer ones are refused before any matching.
+MAX_COMPONENT = 32
 
 
 @dataclass(frozen=True, order=True)
@@ -50,15 +52,15 @@ class Platform:
         if architecture in _ARCH_ALIASES:
             architecture, implied = _ARCH_ALIASES[architecture]
             variant = variant or implied
-        if variant and variant.isdigit():
+        if variant and variant.isascii() and variant.isdigit():
             variant = f"v{variant}"
         return cls(os=os, architecture=architecture, variant=variant)
 
     @classmethod
     def parse(cls, text: str) -> Platform:
         """``os/arch[/variant]``, e.g. ``linux/arm64/v8``."""
-        parts = text.strip().lower().split("/")
-        if not 2 <= len(parts) <= 3 or not all(_COMPONENT.fullmatch(part) for part in parts):
+        parts = text.strip().lower().split("/") if len(text) <= 3 * MAX_COMPONENT + 8 else []
+        if not 2 <= len(parts) <= 3 or not all(_valid_component(part) for part in parts):
             raise InvalidReference(f"invalid platform {text!r}: expected os/arch[/variant], e.g. linux/arm64")
         return cls.of(*parts)
 
@@ -76,13 +78,26 @@ class Platform:
         return "/".join(part for part in (self.os, self.architecture, self.variant) if part)
 
 
+def _valid_component(part: str) -> bool:
+    return len(part) <= MAX_COMPONENT and _COMPONENT.fullmatch(part) is not None
+
+
 def platform_from_descriptor(platform: object) -> Platform | None:
-    """The ``platform`` object of an index entry, or None when absent or malformed."""
+    """The ``platform`` object of an index entry; None when absent or without string os/architecture.
+
+    Raises InvalidReference when os, architecture or variant is outside ``[a-z0-9_.-]{1,32}`` (after
+    lowercasing): such a value would otherwise travel into status, metrics and filters.
+    """
     if not isinstance(platform, Mapping):
         return None
     os, architecture, variant = platform.get("os"), platform.get("architecture"), platform.get("variant", "")
     if not (isinstance(os, str) and isinstance(architecture, str) and isinstance(variant, str)):
         return None
+    for name, value in (("os", os), ("architecture", architecture), ("variant", variant)):
+        if (value or name != "variant") and not _valid_component(value.lower()):
+            raise InvalidReference(
+                f"invalid platform {name} {value[:40]!r}: expected up to {MAX_COMPONENT} of [a-z0-9_.-]"
+            )
     return Platform.of(os, architecture, variant)
 
 

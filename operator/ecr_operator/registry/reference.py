@@ -23,6 +23,9 @@ _DOCKER_HUB_ALIASES = frozenset(
 DEFAULT_TAG = "latest"
 # Clients (docker, containerd) refuse longer names; registries are not required to accept them.
 MAX_NAME_LENGTH = 255
+MAX_TAG_LENGTH = 128
+# registry + name + tag + digest (sha512) with separators: anything longer is refused before parsing.
+MAX_REFERENCE_LENGTH = 1024
 
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
@@ -43,10 +46,16 @@ def validate_repository(name: str) -> str:
     return name
 
 
+def is_valid_tag(tag: object) -> bool:
+    """Whether ``tag`` is a tag (cheap for any input: the length is checked first)."""
+    return isinstance(tag, str) and 0 < len(tag) <= MAX_TAG_LENGTH and _TAG.fullmatch(tag) is not None
+
+
 def validate_tag(tag: str) -> str:
-    if not _TAG.fullmatch(tag):
+    if not is_valid_tag(tag):
+        shown = tag if len(tag) <= 140 else f"{tag[:100]}… ({len(tag)} characters)"
         raise InvalidReference(
-            f"invalid tag {tag!r}: up to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'"
+            f"invalid tag {shown!r}: up to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'"
         )
     return tag
 
@@ -56,7 +65,7 @@ def validate_registry(host: str) -> str:
     if match is None:
         raise InvalidReference(f"invalid registry host {host!r}")
     port = match["port"]
-    if port is not None and not 0 < int(port) < 65536:
+    if port is not None and (len(port) > 5 or not 0 < int(port) < 65536):
         raise InvalidReference(f"invalid port in registry host {host!r}")
     return host
 
@@ -123,6 +132,8 @@ def parse_reference(text: str) -> Reference:
     """Parse ``text`` or raise InvalidReference saying which part is wrong."""
     if not text:
         raise InvalidReference("empty image reference")
+    if len(text) > MAX_REFERENCE_LENGTH:
+        raise InvalidReference(f"image reference longer than {MAX_REFERENCE_LENGTH} characters")
     remainder, at, digest = text.partition("@")
     if not remainder:
         raise InvalidReference(f"image reference {text!r} has no repository")
