@@ -406,7 +406,20 @@ class Settings(BaseSettings):
     cluster_id: str = "default"
     """Written into the owner tag of every repository, so two clusters sharing an account never collide."""
     repository_name_prefix: str = ""
-    """Template every repository name in a namespace must start with, e.g. ``{namespace}/``."""
+    """Template every repository name in a namespace must start with, e.g. ``{namespace}/``; it ends with
+    "/" so that a prefix is whole name segments (``{namespace}-`` would give namespace ``team`` the names
+    of namespace ``team-a``)."""
+    adoption_namespaces: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_decode_name_list)] = ()
+    """Namespaces (globs) whose EcrRepositories may adopt an existing repository without owner tag; empty
+    means none may (a tenant must not take over repositories made by hand or by Terraform)."""
+    adopted_deletion_namespaces: Annotated[
+        tuple[str, ...], NoDecode, BeforeValidator(_decode_name_list)
+    ] = ()
+    """Namespaces (globs) where deletionPolicy DeleteIfEmpty/ForceDelete applies to adopted repositories
+    too; elsewhere an adopted repository is always retained."""
+    allowed_identity_policy_roles: Annotated[tuple[RoleArnRule, ...], NoDecode, JsonValue] = ()
+    """Roles (ARN globs, optionally per namespace) ``access.identityPolicies`` may put policies on;
+    empty means none."""
 
     # Mirroring
     mirror_allowed_sources: SourceRules = ()
@@ -502,7 +515,26 @@ class Settings(BaseSettings):
         sample = template.format(namespace="team-a", cluster_id="default")
         if not _ECR_NAME_PREFIX.match(sample):
             raise ValueError(f"{template!r} does not form an ECR repository name prefix (got {sample!r})")
+        if template and not template.endswith("/"):
+            raise ValueError(
+                f"{template!r} must end with '/' so that a prefix is whole name segments: with"
+                " '{namespace}-', namespace 'team' would own 'team-a-app', a name namespace 'team-a'"
+                " needs. Use e.g. '{namespace}/'"
+            )
         return template
+
+    @field_validator("allowed_identity_policy_roles")
+    @classmethod
+    def _identity_role_patterns(cls, rules: tuple[RoleArnRule, ...]) -> tuple[RoleArnRule, ...]:
+        for rule in rules:
+            _, separator, name = rule.pattern.partition(":role/")
+            if not separator or "/" in name:
+                raise ValueError(
+                    f"{rule.pattern!r} must look like 'arn:aws:iam::<account>:role/<name glob>' without a"
+                    " role path: identity policies address a role by name, so the pattern is matched"
+                    " against arn:<partition>:iam::<account>:role/<name>"
+                )
+        return rules
 
     @field_validator("pull_secret_role_arn_template")
     @classmethod
@@ -553,6 +585,20 @@ class Settings(BaseSettings):
 
     def role_arn_allowed(self, role_arn: str, namespace: str) -> bool:
         return any(rule.allows(role_arn, namespace) for rule in self.allowed_role_arns)
+
+    def repository_name_allowed(self, repository_name: str, namespace: str) -> bool:
+        """Whether ``namespace`` may own this name: it starts with the namespace's prefix, which ends at a
+        "/" (validated), so the comparison is of whole segments."""
+        return repository_name.startswith(self.repository_prefix(namespace))
+
+    def adoption_allowed(self, namespace: str) -> bool:
+        return _glob_matches(namespace, self.adoption_namespaces)
+
+    def adopted_deletion_allowed(self, namespace: str) -> bool:
+        return _glob_matches(namespace, self.adopted_deletion_namespaces)
+
+    def identity_role_allowed(self, role_arn: str, namespace: str) -> bool:
+        return any(rule.allows(role_arn, namespace) for rule in self.allowed_identity_policy_roles)
 
 
 def load_settings() -> Settings:

@@ -283,6 +283,8 @@ def test_repository_prefix_is_rendered_per_namespace(monkeypatch: pytest.MonkeyP
     [
         ("{team}/", "unknown placeholder(s) ['team']"),
         ("Teams/{namespace}/", "does not form an ECR repository name"),
+        ("{namespace}-", "must end with '/' so that a prefix is whole name segments"),
+        ("teams/{namespace}", "must end with '/'"),
     ],
 )
 def test_repository_prefix_templates_are_checked(
@@ -398,3 +400,47 @@ def test_pull_role_templates_are_checked(
 
     assert "ECR_OPERATOR_PULL_SECRET_ROLE_ARN_TEMPLATE:" in message
     assert complaint in message
+
+
+def test_adoption_identity_roles_and_adopted_deletion_are_off_by_default() -> None:
+    settings = load_settings()
+
+    assert not settings.adoption_allowed("team-a")
+    assert not settings.adopted_deletion_allowed("team-a")
+    assert not settings.identity_role_allowed("arn:aws:iam::123456789012:role/anything", "team-a")
+
+
+def test_adoption_and_adopted_deletion_are_allowed_per_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_from(
+        monkeypatch, ADOPTION_NAMESPACES="platform,legacy-*", ADOPTED_DELETION_NAMESPACES='["platform"]'
+    )
+
+    assert settings.adoption_allowed("platform")
+    assert settings.adoption_allowed("legacy-billing")
+    assert not settings.adoption_allowed("team-a")
+    assert settings.adopted_deletion_allowed("platform")
+    assert not settings.adopted_deletion_allowed("legacy-billing")
+
+
+def test_identity_policy_roles_are_role_arn_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_from(
+        monkeypatch,
+        ALLOWED_IDENTITY_POLICY_ROLES='["arn:aws:iam::*:role/shared-reader",'
+        ' {"pattern": "arn:aws:iam::123456789012:role/team-a-*", "namespaces": ["team-a"]}]',
+    )
+
+    assert settings.identity_role_allowed("arn:aws:iam::123456789012:role/team-a-ci", "team-a")
+    assert not settings.identity_role_allowed("arn:aws:iam::123456789012:role/team-a-ci", "team-b")
+    assert not settings.identity_role_allowed("arn:aws:iam::123456789012:role/team-b-ci", "team-a")
+    assert settings.identity_role_allowed("arn:aws:iam::210987654321:role/shared-reader", "team-b")
+
+
+@pytest.mark.parametrize(
+    "pattern", ["arn:aws:iam::123456789012:role/teams/a-*", "arn:aws:iam::123456789012:user/x", "ci-*"]
+)
+def test_identity_policy_role_patterns_match_role_names_without_paths(
+    monkeypatch: pytest.MonkeyPatch, pattern: str
+) -> None:
+    message = settings_error(monkeypatch, ALLOWED_IDENTITY_POLICY_ROLES=f'["{pattern}"]')
+
+    assert "ECR_OPERATOR_ALLOWED_IDENTITY_POLICY_ROLES" in message

@@ -20,6 +20,7 @@ from ecr_operator.api.repository import AdoptionPolicy, DeletionPolicy, EcrRepos
 from ecr_operator.aws.policy import PULL_ACTIONS, render_policy
 from ecr_operator.config import Settings
 from ecr_operator.reconcile.repository import (
+    ADOPTED_TAG,
     OWNER_TAG,
     ClaimRepository,
     CreateRepository,
@@ -50,8 +51,10 @@ from ecr_operator.reconcile.repository import (
     desired_repository,
     identity_policy_document,
     identity_policy_name,
-    managed_after,
-    managed_policies_in,
+    identity_policy_stamp,
+    identity_roles,
+    identity_roles_in_status,
+    is_own_identity_policy,
     owner_tag_value,
     partition_of,
     plan_deletion,
@@ -60,6 +63,7 @@ from ecr_operator.reconcile.repository import (
     repository_conditions,
     repository_events,
     repository_status_patch,
+    roles_after,
     tenancy_refusal,
     was_converged,
 )
@@ -94,7 +98,7 @@ def spec(**fields: Any) -> EcrRepositorySpec:
 
 
 def desired(**fields: Any) -> DesiredRepository:
-    return desired_repository(spec(**fields), repository_name=NAME, owner=OWNER)
+    return desired_repository(spec(**fields), repository_name=NAME, owner=OWNER, namespace="team")
 
 
 def description(**changes: Any) -> RepositoryDescription:
@@ -327,8 +331,18 @@ def test_the_namespace_prefix_keeps_tenants_in_their_lane() -> None:
     assert refused == Refusal(
         Reason.NAME_NOT_ALLOWED,
         "repository name 'billing/app' must start with 'team/' in namespace team: set spec.repositoryName"
-        " to team/<name>.",
+        " to team/<name> (the cluster admin's ECR_OPERATOR_REPOSITORY_NAME_PREFIX).",
     )
+
+
+def test_the_prefix_is_whole_segments_so_a_namespace_never_claims_a_longer_namespaces_names() -> None:
+    settings = Settings(repository_name_prefix="{namespace}/")
+
+    # F5: with "{namespace}-", namespace "team" could claim "team-a-app"; with "/" it cannot.
+    assert tenancy_refusal(spec(), "team-a-app", "team", settings) is not None
+    assert tenancy_refusal(spec(), "team-a/app", "team", settings) is not None
+    assert tenancy_refusal(spec(), "team-a/app", "team-a", settings) is None
+    assert tenancy_refusal(spec(), "team/a/app", "team", settings) is None
 
 
 def test_owner_tag_values_are_unambiguous_and_fit_a_tag_value() -> None:
@@ -417,11 +431,11 @@ def test_the_same_object_name_in_another_cluster_is_a_conflict() -> None:
     assert plan.refusal.reason is Reason.CONFLICT
 
 
-def test_an_unowned_repository_is_claimed_first_then_converged() -> None:
+def test_an_unowned_repository_is_claimed_first_then_converged_where_the_admin_allows_adoption() -> None:
     wanted = desired(tags={"team": "a"}, scanOnPush=True)
     unowned = observed_as(wanted, tags={"legacy": "yes"}, scan_on_push=False)
 
-    plan = plan_repository(wanted, unowned)
+    plan = plan_repository(wanted, unowned, adoption_allowed=True)
 
     assert plan.actions == (
         ClaimRepository(ARN, OWNER),
@@ -431,23 +445,55 @@ def test_an_unowned_repository_is_claimed_first_then_converged() -> None:
     )
 
 
-def test_adoption_fail_refuses_an_existing_unowned_repository() -> None:
+@pytest.mark.parametrize("allowed", [True, False])
+def test_adoption_fail_refuses_an_existing_unowned_repository(allowed: bool) -> None:
     wanted = desired(adoption="Fail")
 
-    plan = plan_repository(wanted, observed_as(wanted, tags={}))
+    plan = plan_repository(wanted, observed_as(wanted, tags={}), adoption_allowed=allowed)
 
     assert plan.actions == ()
     assert plan.refusal is not None
     assert plan.refusal.reason is Reason.ADOPTION_REFUSED
 
 
-def test_an_owner_tag_removed_outside_the_operator_is_put_back_not_adopted() -> None:
-    wanted = desired(adoption="Fail")
+def test_an_unowned_repository_is_adopted_only_where_the_admin_allows_it_naming_the_setting() -> None:
+    wanted = desired(access={"grants": [{"principals": ["210987654321"], "actions": "pull"}]})
+    unowned = observed_as(wanted, tags={}, repository_policy=None)
 
-    plan = plan_repository(wanted, observed_as(wanted, tags={}), managed_arn=ARN)
+    plan = plan_repository(wanted, unowned)
 
-    assert plan.refusal is None
-    assert plan.actions == (TagRepository(ARN, ((OWNER_TAG, OWNER),)),)
+    assert plan.actions == ()
+    assert plan.refusal is not None
+    assert plan.refusal.reason is Reason.ADOPTION_NOT_ALLOWED
+    assert "ECR_OPERATOR_ADOPTION_NAMESPACES" in plan.refusal.message
+    assert "namespace team" in plan.refusal.message
+
+
+def test_an_owner_tag_removed_outside_the_operator_makes_the_repository_unowned() -> None:
+    # Status once said "this object manages it"; status is no proof, so this is adoption like any other.
+    wanted = desired()
+
+    refused = plan_repository(wanted, observed_as(wanted, tags={}))
+    readopted = plan_repository(wanted, observed_as(wanted, tags={}), adoption_allowed=True)
+
+    assert refused.refusal is not None
+    assert refused.refusal.reason is Reason.ADOPTION_NOT_ALLOWED
+    assert f"put back the tag {OWNER_TAG}={OWNER}" in refused.refusal.message
+    assert readopted.actions == (ClaimRepository(ARN, OWNER),)
+
+
+def test_an_adopted_repository_keeps_its_adopted_tag_and_never_loses_it() -> None:
+    wanted = desired(tags={"team": "a"})
+    claimed = plan_repository(wanted, observed_as(wanted, tags={}), adoption_allowed=True)
+    adopted = observed_as(wanted, tags={**wanted.tags, ADOPTED_TAG: "true"})
+    untagged_by_hand = observed_as(wanted, tags={OWNER_TAG: OWNER, ADOPTED_TAG: "true"})
+
+    # The claim writes the owner and adopted tags at once; the tag delta then only adds the user tag.
+    assert claimed.actions == (ClaimRepository(ARN, OWNER), TagRepository(ARN, (("team", "a"),)))
+    assert plan_repository(wanted, adopted).actions == ()
+    assert plan_repository(wanted, untagged_by_hand).actions == (TagRepository(ARN, (("team", "a"),)),)
+    assert adopted.adopted
+    assert not observed_as(wanted).adopted
 
 
 @pytest.mark.parametrize(
@@ -742,7 +788,7 @@ def test_actions_come_in_a_stable_order_and_name_what_they_change() -> None:
         wanted, tags={}, scan_on_push=False, image_tag_mutability="MUTABLE", repository_policy=None
     )
 
-    actions = plan_repository(wanted, everything_off).actions
+    actions = plan_repository(wanted, everything_off, adoption_allowed=True).actions
 
     assert changed_aspects(actions) == (
         "ownership",
@@ -755,58 +801,206 @@ def test_actions_come_in_a_stable_order_and_name_what_they_change() -> None:
 
 # --- identity policies ------------------------------------------------------------------------------
 
-POLICY_NAME = identity_policy_name("default", "team", "app")
+STAMP = identity_policy_stamp("default", "team", "app")
+POLICY_NAME = STAMP.name
+
+
+def allow(*names: str) -> Any:
+    """A role allow-list admitting these role names of the test account."""
+    return lambda arn: arn in {f"arn:aws:iam::{ACCOUNT}:role/{name}" for name in names}
 
 
 def test_identity_policies_are_put_where_missing_or_different_and_removed_where_no_longer_wanted() -> None:
     roles = (IdentityRole("reader", "pull"), IdentityRole("writer", "push"))
-    reader, writer, gone = (ManagedPolicy(name, POLICY_NAME) for name in ("reader", "writer", "gone"))
     observed = {
-        reader: identity_policy_document(ARN, "pull"),
-        writer: identity_policy_document(ARN, "pull"),  # someone downgraded it
+        "reader": identity_policy_document(ARN, "pull", STAMP),
+        "writer": identity_policy_document(ARN, "pull", STAMP),  # someone downgraded it
+        "gone": identity_policy_document(ARN, "pull", STAMP),  # left the spec; status hinted at it
     }
 
     plan = plan_identity_policies(
-        roles, policy_name=POLICY_NAME, repository=description(), managed=(reader, gone), observed=observed
+        roles,
+        stamp=STAMP,
+        repository=description(),
+        observed=observed,
+        role_allowed=allow("reader", "writer"),
     )
 
     assert plan.refusal is None
     assert plan.actions == (
-        PutRolePolicy("writer", POLICY_NAME, render_policy(identity_policy_document(ARN, "push"))),
+        PutRolePolicy("writer", POLICY_NAME, render_policy(identity_policy_document(ARN, "push", STAMP))),
         DeleteRolePolicy("gone", POLICY_NAME),
     )
-    assert managed_after((reader, gone), plan.actions) == (reader, writer)
+    assert plan.in_place == ("gone", "reader", "writer")
+    assert roles_after(plan.in_place, plan.actions) == ("reader", "writer")
+
+
+def test_a_policy_is_deleted_only_when_iam_shows_it_is_this_objects() -> None:
+    # F3: status named roles the object never wrote to. Only what IAM holds under this object's name
+    # *and* stamped with its Sid prefix is deleted; the rest is left alone or was never there.
+    other = identity_policy_stamp("default", "team", "other")
+    observed = {
+        "victim-role": None,  # no policy of this object's name
+        "human-made": {"Statement": [{"Sid": "Prod", "Effect": "Allow", "Action": "*", "Resource": "*"}]},
+        "unstamped": identity_policy_document(ARN, "pull", other),
+        "mine": identity_policy_document(ARN, "pull", STAMP),
+    }
+
+    plan = plan_identity_policies((), stamp=STAMP, repository=description(), observed=observed)
+
+    assert plan.actions == (DeleteRolePolicy("mine", POLICY_NAME),)
+    assert plan.left_alone == ("human-made", "unstamped")
+    assert roles_after(plan.in_place, plan.actions) == ()
+
+
+def test_the_stamp_recognises_only_documents_every_statement_of_which_carries_it() -> None:
+    mine = identity_policy_document(ARN, "pull", STAMP)
+    widened = {**mine, "Statement": [*mine["Statement"], {"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+
+    assert is_own_identity_policy(mine, STAMP)
+    assert is_own_identity_policy({**mine, "Statement": mine["Statement"][0]}, STAMP)
+    assert not is_own_identity_policy(widened, STAMP)
+    assert not is_own_identity_policy(
+        identity_policy_document(ARN, "pull", identity_policy_stamp("x", "team", "app")), STAMP
+    )
+    assert not is_own_identity_policy({"Statement": []}, STAMP)
+    assert not is_own_identity_policy(None, STAMP)
+
+
+def test_policy_names_and_stamps_are_derived_from_cluster_namespace_and_name() -> None:
+    assert identity_policy_stamp("default", "team", "app") == STAMP
+    assert STAMP.name == "ecr-operator.team.app@default"
+    assert STAMP.sid_prefix.startswith("EcrOperator")
+    assert STAMP.sid_prefix.isalnum()  # IAM's Sid grammar
+    assert STAMP.sid_prefix != identity_policy_stamp("default", "team", "app2").sid_prefix
+    assert STAMP.sid_prefix != identity_policy_stamp("prod", "team", "app").sid_prefix
+
+
+def test_a_role_the_admin_does_not_allow_is_refused_and_nothing_is_changed() -> None:
+    # F13: roleName naming another team's role.
+    roles = (IdentityRole("team-deployer", "pull"), IdentityRole("other-teams-role", "pullPush"))
+    observed = {
+        "team-deployer": None,
+        "other-teams-role": None,
+        "gone": identity_policy_document(ARN, "pull", STAMP),
+    }
+
+    plan = plan_identity_policies(
+        roles,
+        stamp=STAMP,
+        repository=description(),
+        observed=observed,
+        role_allowed=allow("team-deployer"),
+        namespace="team",
+    )
+
+    assert plan.actions == ()
+    assert plan.refusal is not None
+    assert plan.refusal.reason is Reason.IDENTITY_ROLE_NOT_ALLOWED
+    assert f"arn:aws:iam::{ACCOUNT}:role/other-teams-role" in plan.refusal.message
+    assert "team-deployer" not in plan.refusal.message
+    assert "ECR_OPERATOR_ALLOWED_IDENTITY_POLICY_ROLES" in plan.refusal.message
+    assert plan.in_place == ("gone",)
+
+
+def test_by_default_no_role_may_carry_an_identity_policy() -> None:
+    plan = plan_identity_policies(
+        (IdentityRole("deployer", "pull"),),
+        stamp=STAMP,
+        repository=description(),
+        observed={"deployer": None},
+    )
+
+    assert plan.refusal is not None
+    assert plan.refusal.reason is Reason.IDENTITY_ROLE_NOT_ALLOWED
+
+
+def test_the_allow_list_matches_the_roles_name_in_the_registry_account_whatever_path_roleArn_claims() -> None:
+    settings = Settings(
+        allowed_identity_policy_roles=(
+            {"pattern": f"arn:aws:iam::{ACCOUNT}:role/team-*", "namespaces": ["team"]},
+        )
+    )
+    seen: list[str] = []
+
+    def allowed(arn: str) -> bool:
+        seen.append(arn)
+        return settings.identity_role_allowed(arn, "team")
+
+    roles = identity_roles(
+        spec(
+            access={
+                "identityPolicies": [
+                    {"roleArn": f"arn:aws:iam::{ACCOUNT}:role/team-x/victim", "actions": "pull"},
+                    {"roleName": "team-ci", "actions": "push"},
+                ]
+            }
+        ).access
+    )
+    plan = plan_identity_policies(
+        roles, stamp=STAMP, repository=description(), observed={}, role_allowed=allowed, namespace="team"
+    )
+
+    assert sorted(seen) == [f"arn:aws:iam::{ACCOUNT}:role/team-ci", f"arn:aws:iam::{ACCOUNT}:role/victim"]
+    assert plan.refusal is not None
+    assert plan.refusal.message.count("arn:") == 1
+    assert not settings.identity_role_allowed(f"arn:aws:iam::{ACCOUNT}:role/team-ci", "other")
 
 
 def test_an_identity_policy_iam_returns_reshaped_is_not_rewritten() -> None:
-    document = identity_policy_document(ARN, "pull")
+    document = identity_policy_document(ARN, "pull", STAMP)
     reshaped = {"Version": document["Version"], "Statement": list(reversed(document["Statement"]))}
     reshaped["Statement"][0] = {**reshaped["Statement"][0], "Action": [document["Statement"][1]["Action"]]}
-    reader = ManagedPolicy("reader", POLICY_NAME)
 
     plan = plan_identity_policies(
         (IdentityRole("reader", "pull"),),
-        policy_name=POLICY_NAME,
+        stamp=STAMP,
         repository=description(),
-        managed=(reader,),
-        observed={reader: reshaped},
+        observed={"reader": reshaped},
+        role_allowed=allow("reader"),
     )
 
     assert plan.actions == ()
 
 
+def test_an_unstamped_policy_of_an_earlier_version_is_rewritten_on_a_wanted_role() -> None:
+    legacy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "EcrOperatorRepositoryAccess",
+                "Effect": "Allow",
+                "Action": list(PULL_ACTIONS),
+                "Resource": ARN,
+            }
+        ],
+    }
+
+    plan = plan_identity_policies(
+        (IdentityRole("reader", "pull"),),
+        stamp=STAMP,
+        repository=description(),
+        observed={"reader": legacy},
+        role_allowed=allow("reader"),
+    )
+
+    assert plan.actions == (
+        PutRolePolicy("reader", POLICY_NAME, render_policy(identity_policy_document(ARN, "pull", STAMP))),
+    )
+
+
 def test_the_identity_policy_grants_the_repository_and_the_registry_login_only() -> None:
-    document = identity_policy_document(ARN, "pull")
+    document = identity_policy_document(ARN, "pull", STAMP)
 
     assert document["Statement"] == [
         {
-            "Sid": "EcrOperatorRepositoryAccess",
+            "Sid": f"{STAMP.sid_prefix}RepositoryAccess",
             "Effect": "Allow",
             "Action": list(PULL_ACTIONS),
             "Resource": ARN,
         },
         {
-            "Sid": "EcrOperatorAuthorizationToken",
+            "Sid": f"{STAMP.sid_prefix}AuthorizationToken",
             "Effect": "Allow",
             "Action": "ecr:GetAuthorizationToken",
             "Resource": "*",
@@ -817,10 +1011,10 @@ def test_the_identity_policy_grants_the_repository_and_the_registry_login_only()
 def test_a_role_of_another_account_is_refused() -> None:
     plan = plan_identity_policies(
         (IdentityRole("deployer", "pull", "999999999999"),),
-        policy_name=POLICY_NAME,
+        stamp=STAMP,
         repository=description(),
-        managed=(),
         observed={},
+        role_allowed=lambda _arn: True,
     )
 
     assert plan.actions == ()
@@ -829,17 +1023,23 @@ def test_a_role_of_another_account_is_refused() -> None:
     assert "deployer" in plan.refusal.message
 
 
-def test_managed_policies_round_trip_through_status() -> None:
+def test_status_gives_role_names_only_as_a_bounded_hint() -> None:
     status = {
         "identityPolicies": [
             {"roleName": "b", "policyName": "p"},
-            {"roleName": "a", "policyName": "p"},
+            {"roleName": "a", "policyName": "prod-access"},
             {"bogus": 1},
+            {"roleName": "x" * 65},
+            *({"roleName": f"r{index}"} for index in range(100)),
         ]
     }
 
-    assert managed_policies_in(status) == (ManagedPolicy("a", "p"), ManagedPolicy("b", "p"))
-    assert managed_policies_in(None) == ()
+    hinted = identity_roles_in_status(status)
+
+    assert hinted[:2] == ("a", "b")
+    assert len(hinted) == 2 + 64 - 4
+    assert identity_roles_in_status(None) == ()
+    assert identity_roles_in_status({"identityPolicies": "victim-role"}) == ()
 
 
 # --- deletion ---------------------------------------------------------------------------------------
@@ -847,6 +1047,9 @@ def test_managed_policies_round_trip_through_status() -> None:
 
 def owned(tags: dict[str, str] | None = None) -> ObservedRepository:
     return ObservedRepository(description(), {OWNER_TAG: OWNER} if tags is None else tags)
+
+
+MINE = {"r": identity_policy_document(ARN, "pull", STAMP)}
 
 
 @pytest.mark.parametrize(
@@ -865,12 +1068,34 @@ def test_deletion_follows_the_deletion_policy_and_always_removes_identity_polici
         deletion_policy=policy,
         owner=OWNER,
         observed=owned(),
-        policies=[ManagedPolicy("r", "p")],
+        stamp=STAMP,
+        identity_policies=MINE,
     )
 
     assert plan.outcome == outcome
-    assert plan.actions[0] == DeleteRolePolicy("r", "p")
+    assert plan.actions[0] == DeleteRolePolicy("r", POLICY_NAME)
     assert plan.actions[1:] == ((repository_action,) if repository_action else ())
+
+
+def test_deletion_removes_only_policies_iam_shows_are_this_objects() -> None:
+    # F3 at deletion: status said {victim-role, prod-access}; the operator looked under its own name.
+    plan = plan_deletion(
+        repository_name=NAME,
+        deletion_policy=DeletionPolicy.RETAIN,
+        owner=OWNER,
+        observed=None,
+        stamp=STAMP,
+        identity_policies={
+            "victim-role": None,
+            "renamed-by-hand": {
+                "Statement": [{"Sid": "X", "Effect": "Allow", "Action": "*", "Resource": "*"}]
+            },
+            **MINE,
+        },
+    )
+
+    assert plan.actions == (DeleteRolePolicy("r", POLICY_NAME),)
+    assert plan.left_alone == ("renamed-by-hand",)
 
 
 @pytest.mark.parametrize("tags", [{OWNER_TAG: "default/other/app"}, {}], ids=["other-owner", "no-owner-tag"])
@@ -882,16 +1107,55 @@ def test_force_delete_never_deletes_a_repository_that_is_not_provably_the_object
         deletion_policy=DeletionPolicy.FORCE_DELETE,
         owner=OWNER,
         observed=owned(tags),
-        policies=[],
+        stamp=STAMP,
+        identity_policies={},
     )
 
     assert plan.outcome == "not-owned"
     assert plan.actions == ()
 
 
+@pytest.mark.parametrize("policy", [DeletionPolicy.FORCE_DELETE, DeletionPolicy.DELETE_IF_EMPTY])
+def test_an_adopted_repository_is_retained_unless_the_admin_allows_deleting_adopted_ones(
+    policy: DeletionPolicy,
+) -> None:
+    adopted = owned({OWNER_TAG: OWNER, ADOPTED_TAG: "true"})
+
+    kept = plan_deletion(
+        repository_name=NAME,
+        deletion_policy=policy,
+        owner=OWNER,
+        observed=adopted,
+        stamp=STAMP,
+        identity_policies=MINE,
+        namespace="team",
+    )
+    allowed = plan_deletion(
+        repository_name=NAME,
+        deletion_policy=policy,
+        owner=OWNER,
+        observed=adopted,
+        stamp=STAMP,
+        identity_policies=MINE,
+        adopted_deletion_allowed=True,
+    )
+
+    assert kept.outcome == "adopted"
+    assert kept.actions == (DeleteRolePolicy("r", POLICY_NAME),)
+    assert "ECR_OPERATOR_ADOPTED_DELETION_NAMESPACES" in kept.message
+    assert "namespace team" in kept.message
+    assert allowed.outcome == "delete"
+    assert allowed.actions[-1] == DeleteRepository(NAME, force=policy is DeletionPolicy.FORCE_DELETE)
+
+
 def test_retain_needs_no_look_at_the_repository() -> None:
     plan = plan_deletion(
-        repository_name=NAME, deletion_policy=DeletionPolicy.RETAIN, owner=OWNER, observed=None, policies=[]
+        repository_name=NAME,
+        deletion_policy=DeletionPolicy.RETAIN,
+        owner=OWNER,
+        observed=None,
+        stamp=STAMP,
+        identity_policies={},
     )
 
     assert (plan.outcome, plan.actions) == ("retain", ())
@@ -903,7 +1167,8 @@ def test_deleting_an_object_whose_repository_is_gone_only_removes_its_policies()
         deletion_policy=DeletionPolicy.FORCE_DELETE,
         owner=OWNER,
         observed=None,
-        policies=[],
+        stamp=STAMP,
+        identity_policies={},
     )
 
     assert (plan.outcome, plan.actions) == ("gone", ())

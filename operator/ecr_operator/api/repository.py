@@ -404,7 +404,9 @@ IAM_ROLE_NAME_PATTERN = r"^[A-Za-z0-9_+=,.@-]+$"
 
 
 class IdentityPolicy(ApiModel):
-    """An inline IAM policy the operator puts on a role of the registry's account, removed on delete."""
+    """An inline IAM policy the operator puts on a role of the registry's account, removed on delete.
+
+    Only roles the cluster admin allows for the namespace (ECR_OPERATOR_ALLOWED_IDENTITY_POLICY_ROLES)."""
 
     cel_rules = (
         CelRule(
@@ -419,10 +421,17 @@ class IdentityPolicy(ApiModel):
         min_length=1,
         max_length=64,
         pattern=IAM_ROLE_NAME_PATTERN,
-        description="Name of an IAM role in the registry's account.",
+        description=(
+            "Name of an IAM role in the registry's account; the cluster admin must allow it for this"
+            " namespace (ECR_OPERATOR_ALLOWED_IDENTITY_POLICY_ROLES)."
+        ),
     )
     role_arn: RoleArn | None = Field(
-        default=None, description="ARN of an IAM role; it must be in the registry's account."
+        default=None,
+        description=(
+            "ARN of an IAM role; it must be in the registry's account and allowed by the cluster admin."
+            " Only its name is used: IAM addresses inline policies by role name."
+        ),
     )
     actions: AccessLevel = Field(description="pull, push or pullPush on this repository.")
 
@@ -465,7 +474,8 @@ class RepositoryAccess(ApiModel):
         max_length=20,
         description=(
             "Inline IAM policies granting same-account roles access to this repository (and"
-            " ecr:GetAuthorizationToken), so a workload role needs no broad managed policy."
+            " ecr:GetAuthorizationToken), so a workload role needs no broad managed policy. Only on"
+            " roles the cluster admin allows for this namespace."
         ),
     )
 
@@ -608,14 +618,18 @@ class RepositorySettings(ApiModel):
         default=DeletionPolicy.RETAIN,
         description=(
             "When this object is deleted: Retain keeps the repository and its images, DeleteIfEmpty"
-            " deletes it only when it holds no images, ForceDelete deletes it with its images."
+            " deletes it only when it holds no images, ForceDelete deletes it with its images. A"
+            " repository the operator adopted rather than created is always retained, unless the cluster"
+            " admin allows deleting adopted ones (ECR_OPERATOR_ADOPTED_DELETION_NAMESPACES)."
         ),
     )
     adoption: AdoptionPolicy = Field(
         default=AdoptionPolicy.ADOPT,
         description=(
-            "When the repository already exists: Adopt takes it over (unless another owner's tag claims"
-            " it), Fail reports a Conflict and changes nothing."
+            "When the repository already exists without an owner tag: Adopt takes it over, but only in"
+            " namespaces where the cluster admin allows adoption (ECR_OPERATOR_ADOPTION_NAMESPACES);"
+            " Fail reports AdoptionRefused and changes nothing. A repository another object owns is"
+            " never taken over (Conflict)."
         ),
     )
 
@@ -700,8 +714,9 @@ class EcrRepositoryStatus(StatusModel):
         default_factory=list,
         max_length=64,
         description=(
-            "Inline IAM policies the operator has put on roles for access.identityPolicies. It removes each"
-            " one when its grant or the object goes away, even after the spec stopped naming the role."
+            "Inline IAM policies the operator has put on roles for access.identityPolicies, as IAM showed"
+            " them. Output only: before removing a policy the operator reads it from IAM and removes it"
+            " only if its name and document say this object wrote it."
         ),
     )
 

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from ecr_operator.aws.calls import AwsCallFailed, call_aws
 from ecr_operator.aws.session import AwsClients, AwsIdentity
 from ecr_operator.reconcile.repository import (
+    ADOPTED_TAG,
+    ADOPTED_TAG_VALUE,
     OWNER_TAG,
     ClaimRepository,
     CreateRepository,
@@ -299,7 +301,12 @@ class EcrRepositories:
                     "TagResource",
                     client.tag_resource,
                     resourceArn=action.arn,
-                    tags=[{"Key": OWNER_TAG, "Value": action.owner}],
+                    # The adopted tag comes with the owner tag, never after it: an adopted repository
+                    # is never, even briefly, one that looks created (and so deletable) by its object.
+                    tags=[
+                        {"Key": OWNER_TAG, "Value": action.owner},
+                        {"Key": ADOPTED_TAG, "Value": ADOPTED_TAG_VALUE},
+                    ],
                 )
                 # Read it back: a concurrent claimant (another cluster) may have tagged it too; last wins.
                 owner = (await self.tags(registry, action.arn)).get(OWNER_TAG)

@@ -38,6 +38,7 @@ from ecr_operator.reconcile.repository import (
     EventNote,
     IdentityRole,
     ManagedPolicy,
+    PolicyStamp,
     Problem,
     PutRolePolicy,
     Reason,
@@ -50,10 +51,10 @@ from ecr_operator.reconcile.repository import (
     classify_aws_failure,
     describe_owner,
     desired_repository,
-    identity_policy_name,
+    identity_policy_stamp,
     identity_roles,
-    managed_after,
-    managed_policies_in,
+    identity_roles_in_status,
+    is_own_identity_policy,
     owner_tag_value,
     partition_of,
     plan_deletion,
@@ -61,6 +62,7 @@ from ecr_operator.reconcile.repository import (
     plan_repository,
     repository_events,
     repository_status_patch,
+    roles_after,
     tenancy_refusal,
     was_converged,
 )
@@ -143,7 +145,9 @@ class _Target:
 
     desired: DesiredRepository
     registry: RegistryRef
-    policy_name: str
+    stamp: PolicyStamp
+    adoption_allowed: bool
+    namespace: str
 
     @property
     def lock_key(self) -> Hashable:
@@ -168,6 +172,7 @@ def _target(body: kopf.Body, memo: Runtime) -> _Target | Refusal:
             spec,
             repository_name=repository_name,
             owner=owner_tag_value(settings.cluster_id, namespace, name),
+            namespace=namespace,
             partition=partition_of(spec.registry.region),
         )
     except SpecError as error:
@@ -175,7 +180,9 @@ def _target(body: kopf.Body, memo: Runtime) -> _Target | Refusal:
     return _Target(
         desired=desired,
         registry=_registry(spec.registry),
-        policy_name=identity_policy_name(settings.cluster_id, namespace, name),
+        stamp=identity_policy_stamp(settings.cluster_id, namespace, name),
+        adoption_allowed=settings.adoption_allowed(namespace),
+        namespace=namespace,
     )
 
 
@@ -192,15 +199,18 @@ async def _sync(body: kopf.Body, status: Mapping[str, Any], memo: Runtime) -> Sy
 
 
 async def _converge(target: _Target, status: Mapping[str, Any], memo: Runtime) -> SyncResult:
+    """Status is output here, never input: ownership comes from the owner tag in AWS, and the roles status
+    lists are only looked at (in IAM) for policies this object provably wrote."""
     desired, registry = target.desired, target.registry
-    managed = managed_policies_in(status)
     applied: list[Action] = []
     repository: RepositoryDescription | None = None
+    # The roles IAM showed carrying this object's policy; None until they were looked at.
+    in_place: list[str] | None = None
     try:
         # A second look only when CreateRepository lost a race (another cluster, or a human, was faster).
         for attempt in range(2):
             observed = await memo.ecr.observe(registry, desired.name)
-            plan = plan_repository(desired, observed, managed_arn=status.get("repositoryArn"))
+            plan = plan_repository(desired, observed, adoption_allowed=target.adoption_allowed)
             if plan.refusal is not None:
                 return SyncResult(problem=Problem.refused(plan.refusal))
             repository = observed.description if observed else None
@@ -214,7 +224,10 @@ async def _converge(target: _Target, status: Mapping[str, Any], memo: Runtime) -
                 raise
             break
         assert repository is not None  # observed, or created by the plan
-        problem = await _converge_identity_policies(target, repository, managed, applied, memo)
+        in_place = []
+        problem = await _converge_identity_policies(
+            target, repository, identity_roles_in_status(status), in_place, applied, memo
+        )
     except RepositoryClaimedElsewhere as error:
         holder = describe_owner(error.owner) if error.owner else "someone else"
         return SyncResult(
@@ -234,38 +247,64 @@ async def _converge(target: _Target, status: Mapping[str, Any], memo: Runtime) -
             http_status=error.http_status,
             throttled=error.throttled,
         )
+    managed = None
+    if in_place is not None:
+        managed = tuple(ManagedPolicy(role, target.stamp.name) for role in roles_after(in_place, applied))
     return SyncResult(
         repository=repository,
         applied=tuple(applied),
         problem=problem,
-        managed_policies=managed_after(managed, applied),
+        managed_policies=managed,
     )
 
 
 async def _converge_identity_policies(
     target: _Target,
     repository: RepositoryDescription,
-    managed: tuple[ManagedPolicy, ...],
+    hinted: tuple[str, ...],
+    in_place: list[str],
     applied: list[Action],
     memo: Runtime,
 ) -> Problem | None:
+    """Put and remove this object's identity policies. ``in_place`` receives the roles IAM showed carrying
+    one before, and ``applied`` grows with each action done, so a failure half-way still reports the truth."""
     roles = target.desired.identity_roles
-    wanted = [ManagedPolicy(role.name, target.policy_name) for role in roles]
     identity = target.registry.identity
-    documents = await asyncio.gather(*(memo.iam.document(identity, policy) for policy in wanted))
+    observed = await _identity_documents(
+        identity, target.stamp, {*(role.name for role in roles), *hinted}, memo
+    )
+    settings, namespace = memo.settings, target.namespace
     plan = plan_identity_policies(
         roles,
-        policy_name=target.policy_name,
+        stamp=target.stamp,
         repository=repository,
-        managed=managed,
-        observed=dict(zip(wanted, documents, strict=True)),
+        observed=observed,
+        role_allowed=lambda role_arn: settings.identity_role_allowed(role_arn, namespace),
+        namespace=namespace,
     )
+    if plan.left_alone:
+        logging.getLogger(__name__).warning(
+            "inline policies of this object's name that it did not write were left alone",
+            extra={"roles": list(plan.left_alone), "policy": target.stamp.name},
+        )
+    in_place.extend(plan.in_place)
     if plan.refusal is not None:
-        return Problem(plan.refusal.reason, plan.refusal.message, "failed")
+        return Problem.refused(plan.refusal)
     for action in plan.actions:
         await memo.iam.apply(identity, action)
         applied.append(action)
     return None
+
+
+async def _identity_documents(
+    identity: AwsIdentity, stamp: PolicyStamp, roles: Iterable[str], memo: Runtime
+) -> dict[str, Mapping[str, Any] | None]:
+    """The document each role holds under this object's policy name (None: no such policy or role)."""
+    ordered = sorted(set(roles))
+    documents = await asyncio.gather(
+        *(memo.iam.document(identity, ManagedPolicy(role, stamp.name)) for role in ordered)
+    )
+    return dict(zip(ordered, documents, strict=True))
 
 
 # --- delete -----------------------------------------------------------------------------------------
@@ -312,8 +351,9 @@ def _deletion_target(body: kopf.Body, memo: Runtime) -> _DeletionTarget | str:
     repository_name = spec.get("repositoryName") or name
     if registry.role_arn is not None and not memo.settings.role_arn_allowed(registry.role_arn, namespace):
         return f"registry.roleArn {registry.role_arn} is not allowed for namespace {namespace}"
-    prefix = memo.settings.repository_prefix(namespace)
-    if not isinstance(repository_name, str) or not repository_name.startswith(prefix):
+    if not isinstance(repository_name, str) or not memo.settings.repository_name_allowed(
+        repository_name, namespace
+    ):
         return f"repository name {repository_name!r} is not allowed in namespace {namespace}"
     try:
         roles = identity_roles(EcrRepositorySpec.model_validate(dict(spec)).access)
@@ -338,14 +378,17 @@ async def _delete(
         return
     namespace, name = body.metadata.namespace or "", body.metadata.name or ""
     settings = memo.settings
-    policy_name = identity_policy_name(settings.cluster_id, namespace, name)
-    managed = managed_policies_in(status)
-    # Roles the spec names count too: a crash between PutRolePolicy and the status write must not leave
-    # a policy behind.
-    policies = {*managed, *(ManagedPolicy(role.name, policy_name) for role in target.roles)}
+    stamp = identity_policy_stamp(settings.cluster_id, namespace, name)
+    # Where this object's policies may be: the roles the spec names (a crash between PutRolePolicy and the
+    # status write must not leave a policy behind) and the roles status lists. Each is read from IAM
+    # under this object's own policy name, and deleted only if its document carries this object's stamp.
+    candidates = {*identity_roles_in_status(status), *(role.name for role in target.roles)}
     applied: list[Action] = []
+    own: tuple[str, ...] = ()
     try:
         async with memo.repository_locks.hold((target.registry, target.repository_name)):
+            documents = await _identity_documents(target.registry.identity, stamp, candidates, memo)
+            own = tuple(sorted(role for role, doc in documents.items() if is_own_identity_policy(doc, stamp)))
             retain = target.deletion_policy is DeletionPolicy.RETAIN
             observed = (
                 None if retain else await memo.ecr.observe_ownership(target.registry, target.repository_name)
@@ -355,7 +398,10 @@ async def _delete(
                 deletion_policy=target.deletion_policy,
                 owner=owner_tag_value(settings.cluster_id, namespace, name),
                 observed=observed,
-                policies=policies,
+                stamp=stamp,
+                identity_policies=documents,
+                adopted_deletion_allowed=settings.adopted_deletion_allowed(namespace),
+                namespace=namespace,
             )
             for action in plan.actions:
                 if isinstance(action, PutRolePolicy | DeleteRolePolicy):
@@ -364,8 +410,9 @@ async def _delete(
                     await memo.ecr.apply(target.registry, action)
                 applied.append(action)
     except AwsCallFailed as error:
-        remaining = managed_after(managed, applied)
-        _patch_status(patch, status, "identityPolicies", [policy.to_wire() for policy in remaining] or None)
+        if own or applied:
+            remaining = [ManagedPolicy(role, stamp.name).to_wire() for role in roles_after(own, applied)]
+            _patch_status(patch, status, "identityPolicies", remaining or None)
         if error.code == REPOSITORY_NOT_EMPTY:
             problem = Problem(
                 Reason.REPOSITORY_NOT_EMPTY,
@@ -393,6 +440,15 @@ async def _delete(
         kopf.info(body, reason="RepositoryDeleted", message=plan.message)
     elif plan.outcome == "not-owned":
         kopf.warn(body, reason="RepositoryNotOwned", message=plan.message)
+    elif plan.outcome == "adopted":
+        kopf.warn(body, reason="RepositoryRetained", message=plan.message)
+    if plan.left_alone:
+        kopf.warn(
+            body,
+            reason="IdentityPolicyNotOwned",
+            message=f"Inline policy {stamp.name} on role(s) {', '.join(plan.left_alone)} was left alone:"
+            " its document does not carry this object's stamp, so the operator did not write it.",
+        )
     logger.info(plan.message, extra={"outcome": plan.outcome, "repository": target.repository_name})
 
 

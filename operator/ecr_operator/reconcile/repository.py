@@ -56,9 +56,15 @@ from ecr_operator.config import Settings
 
 OWNER_TAG = f"{RESERVED_TAG_PREFIX}owner"
 """Tag naming the object that owns a repository: ``<cluster id>/<namespace>/<name>``."""
+ADOPTED_TAG = f"{RESERVED_TAG_PREFIX}adopted"
+"""Tag written with the owner tag when the operator adopted (did not create) a repository: AWS, not the
+object's status, remembers that the repository predates its object, so it is never deleted by default."""
+ADOPTED_TAG_VALUE = "true"
 MAX_TAG_VALUE_LENGTH = 256
 MAX_IAM_POLICY_NAME_LENGTH = 128
+MAX_IAM_ROLE_NAME_LENGTH = 64
 IDENTITY_POLICY_PREFIX = "ecr-operator."
+IDENTITY_POLICY_SID_PREFIX = "EcrOperator"
 AUTHORIZATION_TOKEN_ACTION = "ecr:GetAuthorizationToken"  # noqa: S105 -- an IAM action name
 # AWS error texts can be long (whole policies); conditions and Events stay readable with this much.
 MAX_AWS_MESSAGE_LENGTH = 600
@@ -71,9 +77,11 @@ class Reason(StrEnum):
     UP_TO_DATE = "UpToDate"
     INVALID_SPEC = "InvalidSpec"
     ROLE_NOT_ALLOWED = "RoleNotAllowed"
+    IDENTITY_ROLE_NOT_ALLOWED = "IdentityRoleNotAllowed"
     NAME_NOT_ALLOWED = "RepositoryNameNotAllowed"
     CONFLICT = "Conflict"
     ADOPTION_REFUSED = "AdoptionRefused"
+    ADOPTION_NOT_ALLOWED = "AdoptionNotAllowed"
     ENCRYPTION_MISMATCH = "EncryptionMismatch"
     ACCESS_DENIED = "AccessDenied"
     KMS_KEY_INVALID = "KmsKeyInvalid"
@@ -134,6 +142,11 @@ class ObservedRepository:
     def owner(self) -> str | None:
         return self.tags.get(OWNER_TAG)
 
+    @property
+    def adopted(self) -> bool:
+        """Whether the operator adopted this repository rather than created it (a tag in AWS says so)."""
+        return ADOPTED_TAG in self.tags
+
 
 # --- what the spec asks for -------------------------------------------------------------------------
 
@@ -157,6 +170,8 @@ class DesiredRepository:
 
     name: str
     owner: str
+    namespace: str
+    """The object's namespace (refusals name it; the admin's settings are per namespace)."""
     image_tag_mutability: str
     exclusion_filters: frozenset[ExclusionFilter]
     scan_on_push: bool
@@ -193,6 +208,26 @@ def identity_policy_name(cluster_id: str, namespace: str, name: str) -> str:
     two objects never share a policy name, even across clusters sharing an account."""
     value = f"{IDENTITY_POLICY_PREFIX}{namespace}.{name}@{cluster_id}"
     return _bounded(value, MAX_IAM_POLICY_NAME_LENGTH, separator="-")
+
+
+@dataclass(frozen=True)
+class PolicyStamp:
+    """How one object's inline identity policies are recognised: a name derived from the object, and a Sid
+    prefix (``EcrOperator<digest of the object>``) on every statement of the document.
+
+    The operator deletes an inline policy only when both hold, read from IAM just before: what a status
+    (or a spec) says it once wrote is a hint where to look, never proof.
+    """
+
+    name: str
+    sid_prefix: str
+
+
+def identity_policy_stamp(cluster_id: str, namespace: str, name: str) -> PolicyStamp:
+    digest = hashlib.sha256(f"{cluster_id}/{namespace}/{name}".encode()).hexdigest()[:16]
+    return PolicyStamp(
+        identity_policy_name(cluster_id, namespace, name), f"{IDENTITY_POLICY_SID_PREFIX}{digest}"
+    )
 
 
 def _bounded(value: str, limit: int, *, separator: str) -> str:
@@ -236,18 +271,24 @@ def tenancy_refusal(
             f"registry.roleArn {role_arn} is not allowed for namespace {namespace}: the cluster admin"
             " must add it to the operator's allowed role ARNs (ECR_OPERATOR_ALLOWED_ROLE_ARNS).",
         )
-    prefix = settings.repository_prefix(namespace)
-    if prefix and not repository_name.startswith(prefix):
+    if not settings.repository_name_allowed(repository_name, namespace):
+        prefix = settings.repository_prefix(namespace)
         return Refusal(
             Reason.NAME_NOT_ALLOWED,
             f"repository name {repository_name!r} must start with {prefix!r} in namespace {namespace}:"
-            f" set spec.repositoryName to {prefix}<name>.",
+            f" set spec.repositoryName to {prefix}<name> (the cluster admin's"
+            " ECR_OPERATOR_REPOSITORY_NAME_PREFIX).",
         )
     return None
 
 
 def desired_repository(
-    spec: EcrRepositorySpec, *, repository_name: str, owner: str, partition: str = "aws"
+    spec: EcrRepositorySpec,
+    *,
+    repository_name: str,
+    owner: str,
+    namespace: str = "",
+    partition: str = "aws",
 ) -> DesiredRepository:
     """Translate the spec into AWS terms; raises SpecError for what the schema could not catch."""
     mutability = spec.image_tag_mutability.value
@@ -258,6 +299,7 @@ def desired_repository(
     return DesiredRepository(
         name=repository_name,
         owner=owner,
+        namespace=namespace,
         image_tag_mutability=mutability,
         exclusion_filters=filters if mutability.endswith("_WITH_EXCLUSION") else frozenset(),
         scan_on_push=spec.scan_on_push,
@@ -375,7 +417,8 @@ class CreateRepository:
 
 @dataclass(frozen=True)
 class ClaimRepository:
-    """Put this object's owner tag on an unowned repository; the executor reads it back to confirm."""
+    """Put this object's owner tag, and the adopted tag, on an unowned repository in one TagResource;
+    the executor reads the owner tag back to confirm."""
 
     arn: str
     owner: str
@@ -493,18 +536,21 @@ class RepositoryPlan:
 
 
 def plan_repository(
-    desired: DesiredRepository, observed: ObservedRepository | None, *, managed_arn: str | None = None
+    desired: DesiredRepository, observed: ObservedRepository | None, *, adoption_allowed: bool = False
 ) -> RepositoryPlan:
     """Decide the calls that converge the repository.
 
-    ``managed_arn`` is the repository the object's status says it manages: a repository it manages whose
-    owner tag was removed outside the operator is drift to repair, not a repository to adopt.
+    Ownership is read from AWS only (the owner tag), never from the object's status, which its tenant may
+    be able to write. A repository without an owner tag is adopted only where the admin allows adoption
+    (``adoption_allowed``: ECR_OPERATOR_ADOPTION_NAMESPACES) and the spec does not say ``adoption: Fail``;
+    that includes a repository whose owner tag was removed outside the operator: nothing in AWS proves
+    any more that this object created it.
     """
     if observed is None:
         return RepositoryPlan((_create(desired), *_policy_actions(desired, None)))
     description = observed.description
     owner = observed.owner
-    adopting = owner != desired.owner and not (owner is None and managed_arn == description.arn)
+    adopting = owner != desired.owner
     if adopting and owner is not None:
         return RepositoryPlan(
             refusal=Refusal(
@@ -519,6 +565,17 @@ def plan_repository(
                 Reason.ADOPTION_REFUSED,
                 f"ECR repository {desired.name} already exists and adoption is Fail; nothing was changed."
                 " Set adoption: Adopt to manage it, or choose another repositoryName.",
+            )
+        )
+    if adopting and not adoption_allowed:
+        return RepositoryPlan(
+            refusal=Refusal(
+                Reason.ADOPTION_NOT_ALLOWED,
+                f"ECR repository {desired.name} already exists without an owner tag ({OWNER_TAG}), and"
+                f" adopting an unowned repository is not allowed in namespace {desired.namespace}: the"
+                " cluster admin decides where, with ECR_OPERATOR_ADOPTION_NAMESPACES. Nothing was"
+                " changed. Choose another repositoryName; or, if this object created the repository and"
+                f" the tag was removed outside the operator, put back the tag {OWNER_TAG}={desired.owner}.",
             )
         )
     mismatch = encryption_mismatch(desired, description)
@@ -540,9 +597,13 @@ def plan_repository(
     if desired.scan_on_push != description.scan_on_push:
         actions.append(PutImageScanningConfiguration(desired.name, desired.scan_on_push))
     current_tags = dict(observed.tags)
+    wanted_tags = dict(desired.tags)
     if adopting:
-        current_tags[OWNER_TAG] = desired.owner
-    actions.extend(plan_tags(description.arn, desired.tags, current_tags))
+        current_tags |= {OWNER_TAG: desired.owner, ADOPTED_TAG: ADOPTED_TAG_VALUE}
+    # Once adopted, always adopted: the tag is what keeps the repository from being deleted by default.
+    if ADOPTED_TAG in current_tags:
+        wanted_tags[ADOPTED_TAG] = current_tags[ADOPTED_TAG]
+    actions.extend(plan_tags(description.arn, wanted_tags, current_tags))
     actions.extend(_policy_actions(desired, observed))
     return RepositoryPlan(tuple(actions))
 
@@ -643,7 +704,7 @@ def encryption_mismatch(desired: DesiredRepository, description: RepositoryDescr
 
 @dataclass(frozen=True, order=True)
 class ManagedPolicy:
-    """An inline policy the operator put on a role for this object (kept in status so it can be removed)."""
+    """An inline policy the operator put on a role for this object (reported in status)."""
 
     role_name: str
     policy_name: str
@@ -651,34 +712,41 @@ class ManagedPolicy:
     def to_wire(self) -> dict[str, str]:
         return {"roleName": self.role_name, "policyName": self.policy_name}
 
-    @classmethod
-    def from_wire(cls, data: Mapping[str, Any]) -> ManagedPolicy | None:
-        role, name = data.get("roleName"), data.get("policyName")
-        return cls(role, name) if isinstance(role, str) and isinstance(name, str) else None
+
+# The CRD bounds status.identityPolicies to this many entries; a longer list is cut, not followed.
+MAX_STATUS_IDENTITY_POLICIES = 64
 
 
-def managed_policies_in(status: Mapping[str, Any] | None) -> tuple[ManagedPolicy, ...]:
-    policies = set()
-    for entry in (status or {}).get("identityPolicies") or []:
-        policy = ManagedPolicy.from_wire(entry) if isinstance(entry, Mapping) else None
-        if policy is not None:
-            policies.add(policy)
-    return tuple(sorted(policies))
+def identity_roles_in_status(status: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The role names ``status.identityPolicies`` lists: only a hint where this object's policies may
+    still be (a role that left the spec), because a tenant may be able to write status. Every role is
+    looked at in IAM, under this object's own policy name, before anything is deleted; the policy names
+    in status are ignored."""
+    roles: set[str] = set()
+    entries = (status or {}).get("identityPolicies") or []
+    if not isinstance(entries, list):
+        return ()
+    for entry in entries[:MAX_STATUS_IDENTITY_POLICIES]:
+        role = entry.get("roleName") if isinstance(entry, Mapping) else None
+        if isinstance(role, str) and 0 < len(role) <= MAX_IAM_ROLE_NAME_LENGTH:
+            roles.add(role)
+    return tuple(sorted(roles))
 
 
-def identity_policy_document(repository_arn: str, access: Access) -> dict[str, Any]:
-    """Access to one repository, plus the registry login every image pull or push starts with."""
+def identity_policy_document(repository_arn: str, access: Access, stamp: PolicyStamp) -> dict[str, Any]:
+    """Access to one repository, plus the registry login every image pull or push starts with. Every
+    statement's Sid starts with the object's stamp, so the document itself says whose it is."""
     return {
         "Version": POLICY_VERSION,
         "Statement": [
             {
-                "Sid": "EcrOperatorRepositoryAccess",
+                "Sid": f"{stamp.sid_prefix}RepositoryAccess",
                 "Effect": "Allow",
                 "Action": list(ACTIONS_BY_ACCESS[access]),
                 "Resource": repository_arn,
             },
             {
-                "Sid": "EcrOperatorAuthorizationToken",
+                "Sid": f"{stamp.sid_prefix}AuthorizationToken",
                 "Effect": "Allow",
                 "Action": AUTHORIZATION_TOKEN_ACTION,
                 "Resource": "*",
@@ -687,25 +755,67 @@ def identity_policy_document(repository_arn: str, access: Access) -> dict[str, A
     }
 
 
+def is_own_identity_policy(document: Mapping[str, Any] | None, stamp: PolicyStamp) -> bool:
+    """Whether an inline policy (found under the stamp's name) is provably this object's: every statement
+    carries the stamp's Sid prefix. Anything else (a policy a human wrote under that name, a document this
+    operator wrote before it stamped documents) is left alone."""
+    if not isinstance(document, Mapping):
+        return False
+    statements = document.get("Statement")
+    if isinstance(statements, Mapping):
+        statements = [statements]
+    if not isinstance(statements, list) or not statements:
+        return False
+    return all(
+        isinstance(statement, Mapping)
+        and isinstance(statement.get("Sid"), str)
+        and statement["Sid"].startswith(stamp.sid_prefix)
+        for statement in statements
+    )
+
+
+def identity_role_arn(role: IdentityRole, repository: RepositoryDescription) -> str:
+    """The ARN the admin's role allow-list is matched against: ``arn:<partition>:iam::<registry
+    account>:role/<name>``. IAM's PutRolePolicy addresses a role by name alone, so a path written in
+    ``roleArn`` proves nothing and is not part of what is matched."""
+    parts = repository.arn.split(":")
+    partition = parts[1] if len(parts) > 1 and parts[0] == "arn" and parts[1] else "aws"
+    return f"arn:{partition}:iam::{role.account or repository.registry_id}:role/{role.name}"
+
+
+def _no_role_allowed(_role_arn: str) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class IdentityPlan:
     actions: tuple[IdentityAction, ...] = ()
     refusal: Refusal | None = None
+    in_place: tuple[str, ...] = ()
+    """Roles that carried this object's policy before the actions (verified in IAM)."""
+    left_alone: tuple[str, ...] = ()
+    """Roles no longer wanted whose policy of this name is not provably this object's."""
 
 
 def plan_identity_policies(
     roles: Sequence[IdentityRole],
     *,
-    policy_name: str,
+    stamp: PolicyStamp,
     repository: RepositoryDescription,
-    managed: Sequence[ManagedPolicy],
-    observed: Mapping[ManagedPolicy, Mapping[str, Any] | None],
+    observed: Mapping[str, Mapping[str, Any] | None],
+    role_allowed: Callable[[str], bool] = _no_role_allowed,
+    namespace: str = "",
 ) -> IdentityPlan:
     """Put the policy on every role the spec names (where it differs), delete it from roles no longer named.
 
-    ``observed`` holds the current document for each wanted (role, policy name); removal needs no
-    observation because deleting an absent inline policy is harmless.
+    ``observed`` holds, for every role the spec names and every role status hints at, the document IAM
+    has under ``stamp.name`` (None: no such policy, or no such role). Only roles the admin allows
+    (``role_allowed``, given the role's ARN: ECR_OPERATOR_ALLOWED_IDENTITY_POLICY_ROLES) may get a
+    policy; a policy is deleted only when IAM shows it is this object's (``is_own_identity_policy``).
     """
+    in_place = tuple(
+        sorted(role for role, document in observed.items() if is_own_identity_policy(document, stamp))
+    )
     foreign = [role for role in roles if role.account is not None and role.account != repository.registry_id]
     if foreign:
         names = ", ".join(role.name for role in foreign)
@@ -714,33 +824,54 @@ def plan_identity_policies(
                 Reason.INVALID_SPEC,
                 f"access.identityPolicies: role(s) {names} are not in the registry's account"
                 f" {repository.registry_id}; identity policies can only be put on roles of that account.",
-            )
+            ),
+            in_place=in_place,
+        )
+    refused = [
+        identity_role_arn(role, repository)
+        for role in roles
+        if not role_allowed(identity_role_arn(role, repository))
+    ]
+    if refused:
+        return IdentityPlan(
+            refusal=Refusal(
+                Reason.IDENTITY_ROLE_NOT_ALLOWED,
+                f"access.identityPolicies: {', '.join(refused)} may not carry identity policies for"
+                f" namespace {namespace}: the cluster admin must allow the role in"
+                " ECR_OPERATOR_ALLOWED_IDENTITY_POLICY_ROLES. No identity policy was changed.",
+            ),
+            in_place=in_place,
         )
     actions: list[IdentityAction] = []
-    wanted = {ManagedPolicy(role.name, policy_name): role for role in roles}
-    for target, role in sorted(wanted.items()):
-        document = identity_policy_document(repository.arn, role.access)
-        if not _same_policy(document, observed.get(target)):
-            actions.append(PutRolePolicy(target.role_name, target.policy_name, render_policy(document)))
-    for stale in sorted(set(managed) - set(wanted)):
-        actions.append(DeleteRolePolicy(stale.role_name, stale.policy_name))
-    return IdentityPlan(tuple(actions))
+    wanted = {role.name: role for role in roles}
+    for name, role in sorted(wanted.items()):
+        document = identity_policy_document(repository.arn, role.access, stamp)
+        if not _same_policy(document, observed.get(name)):
+            actions.append(PutRolePolicy(name, stamp.name, render_policy(document)))
+    left_alone: list[str] = []
+    for stale in sorted(set(observed) - set(wanted)):
+        current = observed[stale]
+        if is_own_identity_policy(current, stamp):
+            actions.append(DeleteRolePolicy(stale, stamp.name))
+        elif current is not None:
+            left_alone.append(stale)
+    return IdentityPlan(tuple(actions), in_place=in_place, left_alone=tuple(left_alone))
 
 
-def managed_after(previous: Iterable[ManagedPolicy], applied: Iterable[Action]) -> tuple[ManagedPolicy, ...]:
-    """The policies in place after ``applied`` succeeded (what status must remember for later removal)."""
-    managed = set(previous)
+def roles_after(in_place: Iterable[str], applied: Iterable[Action]) -> tuple[str, ...]:
+    """The roles carrying this object's policy once ``applied`` succeeded (what status then reports)."""
+    roles = set(in_place)
     for action in applied:
         if isinstance(action, PutRolePolicy):
-            managed.add(ManagedPolicy(action.role_name, action.policy_name))
+            roles.add(action.role_name)
         elif isinstance(action, DeleteRolePolicy):
-            managed.discard(ManagedPolicy(action.role_name, action.policy_name))
-    return tuple(sorted(managed))
+            roles.discard(action.role_name)
+    return tuple(sorted(roles))
 
 
 # --- deletion ---------------------------------------------------------------------------------------
 
-DeletionOutcome = Literal["delete", "retain", "gone", "not-owned"]
+DeletionOutcome = Literal["delete", "retain", "gone", "not-owned", "adopted"]
 
 
 @dataclass(frozen=True)
@@ -748,6 +879,8 @@ class DeletionPlan:
     outcome: DeletionOutcome
     actions: tuple[Action, ...]
     message: str
+    left_alone: tuple[str, ...] = ()
+    """Roles with a policy of this object's name that is not provably this object's: not deleted."""
 
 
 def plan_deletion(
@@ -756,38 +889,65 @@ def plan_deletion(
     deletion_policy: DeletionPolicy,
     owner: str,
     observed: ObservedRepository | None,
-    policies: Iterable[ManagedPolicy],
+    stamp: PolicyStamp,
+    identity_policies: Mapping[str, Mapping[str, Any] | None],
+    adopted_deletion_allowed: bool = False,
+    namespace: str = "",
 ) -> DeletionPlan:
-    """What deleting the object does in AWS. Identity policies go in every case; the repository only when
-    the deletion policy says so *and* its owner tag, read just before, names this object.
+    """What deleting the object does in AWS.
+
+    Identity policies go in every case, but only those IAM shows are this object's: ``identity_policies``
+    holds, per candidate role, the document found under the stamp's name just before. The repository goes
+    only when the deletion policy says so, its owner tag, read just before, names this object, and it
+    was created by the operator; an adopted one (tag ``ecr-operator.io/adopted``) predates its object and
+    is deleted only where the admin allows it (``adopted_deletion_allowed``).
 
     Under Retain the repository is not looked at (``observed`` may be None): nothing about it can change
-    the outcome, so deleting a thousand retained objects costs no AWS read.
+    the outcome, so deleting a thousand retained objects costs no repository read.
     """
     removals: tuple[Action, ...] = tuple(
-        DeleteRolePolicy(policy.role_name, policy.policy_name) for policy in sorted(set(policies))
+        DeleteRolePolicy(role, stamp.name)
+        for role, document in sorted(identity_policies.items())
+        if is_own_identity_policy(document, stamp)
     )
+    left_alone = tuple(
+        sorted(
+            role
+            for role, document in identity_policies.items()
+            if document is not None and not is_own_identity_policy(document, stamp)
+        )
+    )
+
+    def plan(outcome: DeletionOutcome, message: str, *extra: Action) -> DeletionPlan:
+        return DeletionPlan(outcome, (*removals, *extra), message, left_alone)
+
     if deletion_policy is DeletionPolicy.RETAIN:
-        return DeletionPlan(
+        return plan(
             "retain",
-            removals,
             f"ECR repository {repository_name} and its images were retained (deletionPolicy Retain).",
         )
     if observed is None:
-        return DeletionPlan("gone", removals, f"ECR repository {repository_name} does not exist.")
+        return plan("gone", f"ECR repository {repository_name} does not exist.")
     if observed.owner != owner:
         holder = describe_owner(observed.owner) if observed.owner else "no owner tag"
-        return DeletionPlan(
+        return plan(
             "not-owned",
-            removals,
             f"ECR repository {repository_name} was left alone: it is not this object's ({holder}).",
         )
+    if observed.adopted and not adopted_deletion_allowed:
+        return plan(
+            "adopted",
+            f"ECR repository {repository_name} and its images were retained although deletionPolicy is"
+            f" {deletion_policy.value}: it existed before this object adopted it (tag {ADOPTED_TAG}), and"
+            f" adopted repositories are deleted only in namespaces the cluster admin lists in"
+            f" ECR_OPERATOR_ADOPTED_DELETION_NAMESPACES (namespace {namespace} is not).",
+        )
     force = deletion_policy is DeletionPolicy.FORCE_DELETE
-    return DeletionPlan(
+    return plan(
         "delete",
-        (*removals, DeleteRepository(repository_name, force=force)),
         f"ECR repository {repository_name} was deleted"
         + (" with its images (deletionPolicy ForceDelete)." if force else " (deletionPolicy DeleteIfEmpty)."),
+        DeleteRepository(repository_name, force=force),
     )
 
 
