@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,12 @@ class AwsCall:
     status: int
     time: float
     injected: bool = False
+    access_key_id: str | None = None
+    """Who called: the access key ID of the SigV4 signature (None for an unsigned request)."""
+    role_arn: str | None = None
+    """For ``AssumeRole``: the role asked for."""
+    issued_access_key_id: str | None = None
+    """For a successful ``AssumeRole``: the access key ID moto issued (``ASIA...``) for that role."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AwsCall:
@@ -33,7 +40,24 @@ class AwsCall:
             status=int(data["status"]),
             time=float(data["time"]),
             injected=bool(data.get("injected", False)),
+            access_key_id=_optional_text(data.get("access_key_id")),
+            role_arn=_optional_text(data.get("role_arn")),
+            issued_access_key_id=_optional_text(data.get("issued_access_key_id")),
         )
+
+
+def _optional_text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def callers_by_role(calls: Iterable[AwsCall]) -> dict[str, str]:
+    """Access key ID -> the role it was issued for, from the ``AssumeRole`` calls in ``calls``. A key missing
+    here was not issued by AssumeRole (e.g. the world's static test key, the operator's own credentials)."""
+    return {
+        call.issued_access_key_id: call.role_arn
+        for call in calls
+        if call.operation == "AssumeRole" and call.issued_access_key_id and call.role_arn
+    }
 
 
 def read_calls_log(path: Path) -> list[AwsCall]:

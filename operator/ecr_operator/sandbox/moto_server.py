@@ -3,6 +3,10 @@
 Run as ``python -m ecr_operator.sandbox.moto_server --port P --calls-log FILE``. Faults are managed over
 HTTP at ``/_harness/faults`` (GET lists, POST adds one ``AwsFault`` as JSON, DELETE clears); see
 ``aws.AwsControl``.
+
+Each call log record names the caller's access key ID (from the SigV4 ``Credential=`` scope; the secret key
+never reaches a server), and an ``AssumeRole`` record also the role asked for and the access key ID moto
+issued for it, so a test can tell which identity made any later call.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import argparse
 import io
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -32,6 +37,27 @@ _REASONS = {
     405: "Method Not Allowed",
     500: "Internal Server Error",
 }
+
+
+_ISSUED_ACCESS_KEY = re.compile(rb"<AccessKeyId>([A-Z0-9]{1,128})</AccessKeyId>")
+
+
+def access_key_id(environ: Environ) -> str | None:
+    """The caller's access key ID: the first element of the SigV4 credential scope
+    (``Credential=AKID/date/region/service/aws4_request``), or None for an unsigned request."""
+    authorization = environ.get("HTTP_AUTHORIZATION", "")
+    if "Credential=" not in authorization:
+        return None
+    scope = authorization.split("Credential=", 1)[1].split(",", 1)[0].split("/")
+    return scope[0] if len(scope) == 5 and scope[0] else None
+
+
+def assumed_role(environ: Environ) -> str | None:
+    """The ``RoleArn`` an STS ``AssumeRole`` request (query protocol, form body) asks for."""
+    roles = parse_qs(environ.get("QUERY_STRING", "")).get("RoleArn") or parse_qs(_form_body(environ)).get(
+        "RoleArn"
+    )
+    return roles[0] if roles else None
 
 
 def request_identity(environ: Environ) -> tuple[str, str]:
@@ -103,7 +129,7 @@ class HarnessMiddleware:
             if fault.status is not None:
                 headers, body = error_response(environ, fault, fault.status)
                 start_response(f"{fault.status} {_REASONS.get(fault.status, 'Error')}", headers)
-                self._record(service, operation, fault.status, injected=True)
+                self._record(service, operation, fault.status, injected=True, caller=access_key_id(environ))
                 return [body]
         statuses: list[int] = []
 
@@ -111,8 +137,27 @@ class HarnessMiddleware:
             statuses.append(int(status.split(" ", 1)[0]))
             return start_response(status, headers, exc_info)
 
+        role = assumed_role(environ) if (service, operation) == ("sts", "AssumeRole") else None
         result = self._app(environ, recording_start_response)
-        self._record(service, operation, statuses[-1] if statuses else 500, injected=False)
+        issued = None
+        if role is not None:
+            # The answer holds the new credentials: read it whole (it is small) to note the key ID only.
+            body = b"".join(result)
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+            result = [body]
+            found = _ISSUED_ACCESS_KEY.search(body)
+            issued = found.group(1).decode() if found else None
+        self._record(
+            service,
+            operation,
+            statuses[-1] if statuses else 500,
+            injected=False,
+            caller=access_key_id(environ),
+            role_arn=role,
+            issued_access_key_id=issued,
+        )
         return result
 
     def _take_fault(self, service: str, operation: str) -> AwsFault | None:
@@ -127,16 +172,28 @@ class HarnessMiddleware:
                     return fault
         return None
 
-    def _record(self, service: str, operation: str, status: int, *, injected: bool) -> None:
-        line = json.dumps(
-            {
-                "time": time.time(),
-                "service": service,
-                "operation": operation,
-                "status": status,
-                "injected": injected,
-            }
-        )
+    def _record(
+        self,
+        service: str,
+        operation: str,
+        status: int,
+        *,
+        injected: bool,
+        caller: str | None,
+        role_arn: str | None = None,
+        issued_access_key_id: str | None = None,
+    ) -> None:
+        record: dict[str, Any] = {
+            "time": time.time(),
+            "service": service,
+            "operation": operation,
+            "status": status,
+            "injected": injected,
+            "access_key_id": caller,
+        }
+        if role_arn is not None:
+            record |= {"role_arn": role_arn, "issued_access_key_id": issued_access_key_id}
+        line = json.dumps(record)
         with self._lock:
             self._calls_log.write(line + "\n")
 
