@@ -426,8 +426,14 @@ class Settings(BaseSettings):
     """CIDRs and host globs mirrors may read from even though they are private (see MirrorSourcePolicy)."""
     mirror_denied_sources: SourceRules = ()
     """CIDRs and host globs mirrors may never read from, on top of the built-in private ranges."""
-    mirror_concurrency: int = Field(default=2, ge=1, le=64)
-    """ImageMirror syncs running at once."""
+    mirror_concurrency: int = Field(default=4, ge=1, le=64)
+    """ImageMirror syncs running at once, in all."""
+    mirror_namespace_concurrency: int = Field(default=2, ge=1, le=64)
+    """ImageMirror syncs of one namespace running at once: a tenant never holds every slot."""
+    mirror_source_concurrency: int = Field(default=2, ge=1, le=64)
+    """ImageMirror syncs reading from one source registry at once: a stuck upstream never holds every slot."""
+    mirror_pass_timeout: Duration = timedelta(minutes=10)
+    """Longest one mirror pass may run; then it ends as PassTimedOut, keeping what it copied."""
     mirror_blob_concurrency: int = Field(default=4, ge=1, le=64)
     """Blobs copied at once within one image."""
 

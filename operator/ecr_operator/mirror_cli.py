@@ -180,7 +180,7 @@ def parse_request(argv: Sequence[str], *, stderr_is_terminal: bool = False) -> M
         try:
             tag_pattern = compile_tag_pattern(pattern_text)
         except InvalidTagPattern as error:
-            raise UsageError(f"--tags {pattern_text!r}: {error}") from None
+            raise UsageError(f"--tags {pattern_text!r} is not a regular expression: {error.detail}") from None
         if source.tag is not None or source.digest is not None:
             raise UsageError(f"with --tags or --all-tags, SRC names a repository: drop the tag from {source}")
         if destination.tag is not None or destination.digest is not None:

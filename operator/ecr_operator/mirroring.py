@@ -1,16 +1,21 @@
-"""Process-wide machinery of ImageMirror syncs: registry sessions, ECR tokens, Kubernetes calls, wake-ups.
+"""Process-wide machinery of ImageMirror syncs: registry sessions, ECR tokens, Kubernetes calls, wake-ups,
+and the fair share of sync slots.
 
-Two aiohttp sessions, on purpose: sources are user input and go through the guarded session, which refuses
-internal addresses at every connection (see ``registry.guard``); destinations are ECR hosts the operator
-chose (or the admin's registry host override, which may well be internal) and use a plain one.
+Two aiohttp sessions, both guarded at every connection (see ``registry.guard``), each with its own policy:
+sources are user input and may not reach internal addresses unless the admin allows them; destinations
+carry the operator's ECR token and may reach only ECR registry hosts at public addresses, or the hosts the
+admin's registry host overrides name (``reconcile.mirror.DestinationPolicy``). Neither session ever sends
+an ECR token to a host a tenant chose.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import itertools
 import socket
-from collections.abc import Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Any
 
 import aiohttp
@@ -26,7 +31,8 @@ from ecr_operator.aws.session import AwsClients, AwsIdentity
 from ecr_operator.aws.tokens import TokenCache, ecr_token_cache, registry_endpoint
 from ecr_operator.config import Settings
 from ecr_operator.kubeapi import FIELD_MANAGER, MERGE_PATCH, KubeApiError, call_api, load_api_client
-from ecr_operator.registry import AiohttpSender, CredentialsProvider, RegistryClient, create_session
+from ecr_operator.reconcile.mirror import DestinationPolicy, SlotLimits, SlotRequest, next_admitted
+from ecr_operator.registry import AiohttpSender, CredentialsProvider, RegistryClient
 from ecr_operator.registry import TokenCache as RegistryTokens
 from ecr_operator.registry.guard import GuardedSender, check_host, create_guarded_session, literal_address
 from ecr_operator.registry.reference import api_host
@@ -127,13 +133,73 @@ class MirrorObjects:
         return dict(patched.get("status") or {})
 
 
+class FairSlots:
+    """Sync slots shared fairly: at most ``total`` passes at once, ``per_namespace`` of one namespace and
+    ``per_source`` from one source registry; a freed slot goes to the namespace running the fewest passes
+    (``reconcile.mirror.next_admitted`` decides). With every pass under a deadline, a tenant whose upstream
+    hangs holds at most its share, for at most the deadline, and other namespaces keep syncing."""
+
+    def __init__(self, limits: SlotLimits) -> None:
+        self.limits = limits
+        self._arrivals = itertools.count()
+        self._waiting: dict[SlotRequest, asyncio.Future[None]] = {}
+        self._running: list[SlotRequest] = []
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, namespace: str, source: str) -> AsyncIterator[None]:
+        request = SlotRequest(namespace, source, next(self._arrivals))
+        admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[request] = admitted
+        self._dispatch()
+        try:
+            await admitted
+        except BaseException:
+            if self._waiting.pop(request, None) is None:  # admitted just as it was cancelled
+                self._release(request)
+            raise
+        try:
+            yield
+        finally:
+            self._release(request)
+
+    def _release(self, request: SlotRequest) -> None:
+        with contextlib.suppress(ValueError):
+            self._running.remove(request)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while True:
+            chosen = next_admitted(list(self._waiting), self._running, self.limits)
+            if chosen is None:
+                return
+            future = self._waiting.pop(chosen)
+            self._running.append(chosen)
+            if not future.done():
+                future.set_result(None)
+
+
 class Mirroring:
-    """Shared by every mirror's daemon: clients, the limit on syncs at once, and per-mirror wake-ups."""
+    """Shared by every mirror's daemon: clients, the fair share of syncs at once, and per-mirror wake-ups."""
 
     def __init__(self, settings: Settings, aws: AwsClients) -> None:
         self.settings = settings
         self._aws = aws
-        self.syncs = asyncio.Semaphore(settings.mirror_concurrency)
+        self.slots = FairSlots(
+            SlotLimits(
+                total=settings.mirror_concurrency,
+                per_namespace=settings.mirror_namespace_concurrency,
+                per_source=settings.mirror_source_concurrency,
+            )
+        )
+        self.destination_policy = DestinationPolicy.from_overrides(settings.registry_host_overrides)
         self._wakeups: dict[str, asyncio.Event] = {}
         self._sources: aiohttp.ClientSession | None = None
         self._destinations: aiohttp.ClientSession | None = None
@@ -148,7 +214,9 @@ class Mirroring:
     async def start(self) -> None:
         policy = self.settings.mirror_sources
         self._sources = create_guarded_session(policy, ca_bundle=self.settings.ca_bundle)
-        self._destinations = create_session(ca_bundle=self.settings.ca_bundle)
+        self._destinations = create_guarded_session(
+            self.destination_policy, ca_bundle=self.settings.ca_bundle
+        )
         self._tokens = ecr_token_cache(self._aws, self._destinations, self.settings)
 
     async def stop(self) -> None:
@@ -179,7 +247,7 @@ class Mirroring:
             raise RuntimeError("mirroring is not started")
         served_at = registry_endpoint(registry_host, self.settings.registry_host_overrides)
         return RegistryClient(
-            AiohttpSender(self._destinations),
+            GuardedSender(AiohttpSender(self._destinations), self.destination_policy),
             credentials=EcrCredentials(self._tokens, identity, registry_host),
             endpoints={registry_host: served_at} if served_at != registry_host else None,
         )

@@ -19,7 +19,11 @@ MAX_PROGRAM_MEMORY = 4 * 1024 * 1024
 
 
 class InvalidTagPattern(ValueError):
-    """A pattern RE2 cannot compile; the message says why, without repeating the pattern."""
+    """A pattern RE2 cannot compile; ``detail`` says why (RE2's words, plus a hint for likely mistakes)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"not a valid regular expression (RE2 syntax): {detail}")
+        self.detail = detail
 
 
 def _options() -> Any:
@@ -55,7 +59,7 @@ def _describe(error: Exception) -> str:
     hint = ""
     if any(part in text for part in ("invalid perl operator", "invalid escape", "invalid named capture")):
         hint = " (RE2 syntax: no lookahead/lookbehind and no backreferences)"
-    return f"not a valid RE2 regular expression: {text}{hint}"
+    return f"{text}{hint}"
 
 
 def compile_tag_pattern(text: str) -> TagPattern:

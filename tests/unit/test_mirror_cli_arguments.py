@@ -91,7 +91,7 @@ def test_progress_is_drawn_only_on_a_terminal_and_not_when_refused() -> None:
     [
         (["a/b:v1", "c/d", "--tags", "v.*"], "SRC names a repository"),
         (["a/b", "c/d:v1", "--all-tags"], "DST names a repository"),
-        (["a/b", "c/d", "--tags", "("], "not a valid RE2 regular expression"),
+        (["a/b", "c/d", "--tags", "("], "not a regular expression"),
         (["a/b", "c/d", "--tags", "(?!rc)"], "no lookahead/lookbehind"),
         (["a/b", "c/d", "--jobs", "0"], "--jobs"),
         (["a/b", "c/d", "--jobs", "9"], "--jobs"),

@@ -470,18 +470,22 @@ def test_defaults_the_apiserver_adds_are_no_change_of_the_child() -> None:
     assert isinstance(desired, EcrRepositorySpec)
 
 
-def test_a_repository_is_used_once_ready() -> None:
+def test_a_repository_is_used_once_ready_and_its_status_uri_is_never_read() -> None:
     ready = {"type": "Ready", "status": "True", "reason": "RepositoryReady"}
-    uri, waiting = repository_readiness(
-        {"metadata": {"name": "r"}, "status": {"repositoryUri": URI, "conditions": [ready]}}
+    # Only readiness comes from the repository's status; where it is comes from spec, settings and AWS.
+    assert repository_readiness({"metadata": {"name": "r"}, "status": {"conditions": [ready]}}) is None
+    assert (
+        repository_readiness(
+            {"metadata": {"name": "r"}, "status": {"repositoryUri": "evil.example/x", "conditions": [ready]}}
+        )
+        is None
     )
-    assert (uri, waiting) == (URI, None)
     pending = {"type": "Ready", "status": "False", "reason": "AccessDenied", "message": "no"}
-    uri, waiting = repository_readiness({"metadata": {"name": "r"}, "status": {"conditions": [pending]}})
-    assert uri is None
+    waiting = repository_readiness({"metadata": {"name": "r"}, "status": {"conditions": [pending]}})
     assert waiting is not None
     assert waiting.retry == "wait"
     assert "AccessDenied: no" in waiting.message
+    assert repository_readiness({"metadata": {"name": "r"}, "status": {"conditions": "garbage"}}) is not None
 
 
 # --- scheduling -------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from ecr_operator.api.common import (
     format_duration,
 )
 from ecr_operator.api.repository import EcrRepositorySpec, ImageTagMutability, RepositorySettings
+from ecr_operator.tag_patterns import compile_tag_pattern
 
 # --- source -----------------------------------------------------------------------------------------
 
@@ -77,6 +78,21 @@ _SEMVER_AND = rf"{_SEMVER_COMPARATOR}((\s*,\s*|\s+){_SEMVER_COMPARATOR})*"
 SEMVER_RANGE_PATTERN = rf"^\s*{_SEMVER_AND}(\s*\|\|\s*{_SEMVER_AND})*\s*$"
 
 
+# What RE2 refuses and a Python or PCRE user is likely to write: lookaround and backreferences. Caught at
+# admission; everything else RE2 refuses is reported as InvalidSpec naming the field (CEL cannot run RE2's
+# parser on a user pattern).
+_UNSUPPORTED_REGEX = r"\(\?<?[=!]|\\[1-9]"
+TagPatternText = Annotated[
+    str,
+    CelRule(
+        f"!self.matches(r'{_UNSUPPORTED_REGEX}')",
+        "tags.include and tags.exclude use RE2 syntax: lookahead/lookbehind ((?=, (?!, (?<=, (?<!)"
+        " and backreferences (\\1) are not supported",
+        check=lambda pattern: re.search(_UNSUPPORTED_REGEX, pattern) is None,
+    ),
+]
+
+
 class TagSelection(ApiModel):
     """Which upstream tags to copy: the listed tags plus the tags matched by include/exclude/semver."""
 
@@ -110,20 +126,24 @@ class TagSelection(ApiModel):
         max_length=256,
         description="Tags copied by name, e.g. [stable, 1.27.3]. Always copied, whatever the filters say.",
     )
-    include: str | None = Field(
+    include: TagPatternText | None = Field(
         default=None,
         min_length=1,
         max_length=256,
         description=(
-            r"Regular expression (Python syntax) searched in each upstream tag; matching tags are copied."
-            r" Anchor it to match whole tags, e.g. ^1\.2[6-9]\.[0-9]+$."
+            r"Regular expression (RE2 syntax: no lookaround, no backreferences) searched in each upstream"
+            r" tag; matching tags are copied. Anchor it to match whole tags, e.g. ^1\.2[6-9]\.[0-9]+$."
+            " Matching takes linear time whatever the pattern."
         ),
     )
-    exclude: str | None = Field(
+    exclude: TagPatternText | None = Field(
         default=None,
         min_length=1,
         max_length=256,
-        description="Regular expression searched in each tag; matching tags are skipped, e.g. -rc[0-9]*$.",
+        description=(
+            "Regular expression (RE2 syntax) searched in each tag; matching tags are skipped, e.g."
+            " -rc[0-9]*$."
+        ),
     )
     semver: (
         Annotated[
@@ -158,10 +178,7 @@ class TagSelection(ApiModel):
     @classmethod
     def _is_regex(cls, pattern: str | None) -> str | None:
         if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as error:
-                raise ValueError(f"not a valid regular expression: {error}") from None
+            compile_tag_pattern(pattern)  # InvalidTagPattern is a ValueError: "tags.include: not a valid ..."
         return pattern
 
 

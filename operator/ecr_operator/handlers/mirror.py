@@ -3,36 +3,38 @@ handler that makes it sync at once when the spec changes or a sync is requested.
 
 A daemon rather than a timer: each mirror has its own interval (minutes to days, jittered), a spec change
 must cut the wait short, and deleting a mirror must stop a copy in flight. The daemon writes the mirror's
-status itself, and only when something a user would see changed. Each pass: resolve the destination
-(creating the child EcrRepository for ``create: true``), read the source credentials, list upstream tags if
-a filter needs them, copy each image (one failing image never stops the others), then status, Events and
-metrics. Transient registry failures end the pass with ``kopf.TemporaryError`` (kopf restarts the daemon
-after the delay); problems a human must fix are reported and retried at the next regular pass.
+status itself, and only when something a user would see changed. Each pass: take a fair share of the sync
+slots (per namespace and per source registry), resolve the destination (creating the child EcrRepository
+for ``create: true``; its URI recomputed from spec, settings and AWS, never read from status), read the
+source credentials, list upstream tags if a filter needs them, copy each image (one failing image never
+stops the others), then status, Events and metrics. Every pass runs under a deadline and the loop survives
+every exception: a failure of any kind is a condition, an Event, a metric and a retry with a backoff, and
+the images copied before it are recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
-from ecr_operator.api.common import GROUP, VERSION
+from ecr_operator.api.common import GROUP, VERSION, format_duration
 from ecr_operator.api.mirror import IMAGE_MIRROR, ImageMirrorSpec, ImageMirrorStatus, MirroredImage
-from ecr_operator.api.repository import EcrRepositorySpec
-from ecr_operator.aws.session import AwsIdentity
+from ecr_operator.aws.calls import AwsCallFailed
+from ecr_operator.aws.ecr import RegistryRef
 from ecr_operator.conditions import READY, find_condition
 from ecr_operator.kubeapi import KubeApiError
 from ecr_operator.reconcile.mirror import (
-    DestinationSettings,
+    Destination,
     Failure,
     ImageOutcome,
     PassReport,
@@ -41,7 +43,8 @@ from ecr_operator.reconcile.mirror import (
     child_repository,
     child_spec_outdated,
     classify_failure,
-    destination_settings,
+    destination_in_aws,
+    destination_target,
     first_sync_delay,
     image_options,
     mirror_events,
@@ -54,6 +57,7 @@ from ecr_operator.reconcile.mirror import (
     requests_sync,
     retry_delay,
     select_tags,
+    unexpected_failure,
 )
 from ecr_operator.registry import (
     Anonymous,
@@ -71,6 +75,7 @@ from ecr_operator.registry import (
 )
 from ecr_operator.registry.guard import SourceRefused
 from ecr_operator.runtime import Runtime
+from ecr_operator.tag_patterns import InvalidTagPattern
 
 KIND = IMAGE_MIRROR.kind
 PLURAL = IMAGE_MIRROR.plural
@@ -78,6 +83,8 @@ PLURAL = IMAGE_MIRROR.plural
 DEFAULT_INTERVAL = timedelta(hours=6)
 # A deleted mirror's copy in flight is cancelled after this long (aiohttp closes its connections).
 CANCELLATION_TIMEOUT = 10.0
+# A status write the apiserver refused is tried again this soon.
+STATUS_RETRY = 5.0
 DOCKER_CONFIG_KEYS = (".dockerconfigjson", ".dockercfg")
 
 
@@ -112,7 +119,14 @@ async def keep_mirrored(
             await mirroring.sleep(uid, delay, stopped)
             if stopped:
                 break
-            delay = await MirrorPass(memo, body, logger).run()
+            try:
+                delay = await MirrorPass(memo, body, logger).run()
+            except Exception as error:
+                # MirrorPass reports its own failures; this is the last line, so the daemon never dies.
+                logger.exception("Mirror pass failed unexpectedly")
+                failures = mirroring.failures[uid] = mirroring.failures.get(uid, 0) + 1
+                spread = random.uniform(-1.0, 1.0)  # noqa: S311 -- scheduling jitter
+                delay = retry_delay(failures, unexpected_failure(error), spread, DEFAULT_INTERVAL)
     finally:
         reason = stopped.reason
         if reason is not None and kopf.DaemonStoppingReason.RESOURCE_DELETED in reason:
@@ -120,14 +134,6 @@ async def keep_mirrored(
             memo.readiness.forget(KIND, uid)
             with contextlib.suppress(KeyError):
                 memo.metrics.mirror_last_success.remove(namespace, name)
-
-
-@dataclass(frozen=True)
-class Destination:
-    uri: str
-    repository: Reference
-    identity: AwsIdentity
-    settings: DestinationSettings
 
 
 class MirrorPass:
@@ -146,6 +152,10 @@ class MirrorPass:
         self.generation: int | None = body.meta.get("generation")
         # What this process last wrote wins over the watched body, which may lag behind by an event.
         self.status: dict[str, Any] = self.mirroring.statuses.get(self.uid) or dict(body.get("status") or {})
+        # What the pass got to, so that a pass cut short (deadline, unexpected error) still reports it.
+        self._uri: str | None = None
+        self._planned: list[tuple[str | None, str | None]] | None = None
+        self._outcomes: list[ImageOutcome] = []
 
     async def run(self) -> float | None:
         """Sync; returns seconds until the next pass (None: until woken, for a suspended mirror)."""
@@ -162,24 +172,66 @@ class MirrorPass:
             if spec.suspend:
                 report = PassReport(self.generation, suspended=True)
             else:
-                async with self.mirroring.syncs:
-                    report = await self._sync(spec)
+                report = await self._guarded_sync(spec)
         return await self._finish(report, interval, time.monotonic() - started)
 
     # --- the sync --------------------------------------------------------------------------------
 
-    async def _sync(self, spec: ImageMirrorSpec) -> PassReport:
+    async def _guarded_sync(self, spec: ImageMirrorSpec) -> PassReport:
+        """The sync within a fair slot and the pass deadline; whatever goes wrong becomes a report."""
+        try:
+            source = parse_reference(spec.source.image)
+        except InvalidReference as error:
+            return PassReport(self.generation, problem=classify_failure(error))
+        async with self.mirroring.slots.slot(self.namespace, source.registry):
+            limit = self.settings.mirror_pass_timeout
+            timer = asyncio.timeout(limit.total_seconds())
+            try:
+                async with timer:
+                    return await self._sync(spec, source)
+            except Exception as error:
+                if timer.expired():
+                    return self._cut_short(
+                        Failure(
+                            Reason.PASS_TIMED_OUT,
+                            f"The pass did not finish within {format_duration(limit)}"
+                            " (ECR_OPERATOR_MIRROR_PASS_TIMEOUT); the upstream registry is too slow or"
+                            " does not answer. Retried with a backoff.",
+                            "backoff",
+                        )
+                    )
+                self.logger.exception("Mirror pass failed unexpectedly")
+                return self._cut_short(unexpected_failure(error))
+
+    def _cut_short(self, failure: Failure) -> PassReport:
+        """The report of a pass that stopped early: images copied so far are recorded, the ones not reached
+        keep their previous status entries and are named in the condition."""
+        if self._planned is None:
+            return PassReport(self.generation, self._uri, problem=failure)
+        done = {(outcome.tag, outcome.digest) for outcome in self._outcomes}
+        left = [(tag, digest) for tag, digest in self._planned if (tag, digest) not in done]
+        pending = tuple(ImageOutcome(tag=tag, digest=digest, failure=failure) for tag, digest in left)
+        copied = sum(1 for outcome in self._outcomes if outcome.result is not None)
+        names = [tag if tag is not None else str(digest) for tag, digest in left]
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        message = f"{failure.message} {copied} of {len(self._planned)} images done" + (
+            f"; not done: {shown}." if shown else "."
+        )
+        problem = Failure(failure.reason, message, failure.retry, failure.retry_after)
+        return PassReport(self.generation, self._uri, (*self._outcomes, *pending), problem=problem)
+
+    async def _sync(self, spec: ImageMirrorSpec, source: Reference) -> PassReport:
         problem = check_selection(spec.tags)
         if problem is not None:
             return PassReport(self.generation, problem=problem)
         try:
-            source = parse_reference(spec.source.image)
             await self.mirroring.check_source(source.registry)
-        except (InvalidReference, SourceRefused) as error:
+        except SourceRefused as error:
             return PassReport(self.generation, problem=classify_failure(error))
         destination = await self._destination(spec)
         if isinstance(destination, Failure):
             return PassReport(self.generation, problem=destination)
+        self._uri = destination.uri
         credentials = await self._source_credentials(spec)
         if isinstance(credentials, Failure):
             return PassReport(self.generation, destination.uri, problem=credentials)
@@ -193,20 +245,28 @@ class MirrorPass:
                 upstream = await source_client.list_tags(source)
             except RegistryError as error:
                 return PassReport(self.generation, destination.uri, problem=classify_failure(error))
+        try:
+            # Linear-time patterns over a bounded listing; in a thread all the same, so that even a huge
+            # listing never stalls the event loop (health checks, other tenants' passes).
+            selected = await asyncio.to_thread(select_tags, spec.tags, upstream)
+        except InvalidTagPattern as error:
+            invalid = Failure(Reason.INVALID_SPEC, f"tags.include/exclude: {error}")
+            return PassReport(self.generation, destination.uri, problem=invalid)
+        self._planned = [(tag, None) for tag in selected] + [(None, digest) for digest in spec.digests or ()]
         previous = _previous_status(self.status)
         previous_tags = {entry.tag: entry for entry in previous.tags}
         previous_digests = {entry.digest: entry for entry in previous.digests}
         copier = _Copier(self, spec, source_client, destination_client, destination, platform_filter(spec))
-        outcomes = [
-            await copier.copy(source.with_tag(tag), tag=tag, previous=previous_tags.get(tag))
-            for tag in select_tags(spec.tags, upstream)
-        ]
-        outcomes += [
-            await copier.copy(
-                source.with_digest(digest), digest=digest, previous=previous_digests.get(digest)
-            )
-            for digest in spec.digests or ()
-        ]
+        for tag, digest in self._planned:
+            if tag is not None:
+                outcome = await copier.copy(source.with_tag(tag), tag=tag, previous=previous_tags.get(tag))
+            else:
+                assert digest is not None
+                outcome = await copier.copy(
+                    source.with_digest(digest), digest=digest, previous=previous_digests.get(digest)
+                )
+            self._outcomes.append(outcome)
+        outcomes = self._outcomes
         if any(o.failure is not None and o.failure.reason == Reason.AUTHENTICATION_FAILED for o in outcomes):
             self.mirroring.forget_token(destination.identity)  # it may be ECR's token that was refused
         return PassReport(self.generation, destination.uri, tuple(outcomes))
@@ -230,32 +290,32 @@ class MirrorPass:
             return Failure(Reason.KUBERNETES_API_ERROR, str(error), "backoff")
         if isinstance(repository, Failure):
             return repository
-        uri, waiting = repository_readiness(repository)
-        if waiting is not None or uri is None:
-            return waiting or Failure(Reason.DESTINATION_NOT_READY, "No repository URI yet.", "wait")
+        waiting = repository_readiness(repository)
+        if waiting is not None:
+            return waiting
+        target = destination_target(repository, namespace=self.namespace, settings=self.settings)
+        if isinstance(target, Failure):
+            return target
         try:
-            repository_spec = EcrRepositorySpec.model_validate(repository.get("spec") or {})
-            reference = parse_reference(uri)
-        except (ValidationError, InvalidReference) as error:
-            return Failure(
-                Reason.DESTINATION_NOT_READY, f"Cannot use EcrRepository at {uri}: {error}", "wait"
+            observed = await self.runtime.ecr.observe_ownership(
+                RegistryRef(target.identity, target.account_id), target.repository_name
             )
-        registry = repository_spec.registry
-        if registry.role_arn is not None and not self.settings.role_arn_allowed(
-            registry.role_arn, self.namespace
-        ):
+        except AwsCallFailed as error:
+            transient = error.throttled or error.http_status == 0 or error.http_status >= 500
             return Failure(
-                Reason.ROLE_NOT_ALLOWED,
-                f"The destination's registry.roleArn {registry.role_arn} is not allowed in namespace"
-                f" {self.namespace} (the operator's allowed role ARNs).",
+                Reason.AWS_API_ERROR,
+                f"Describing ECR repository {target.repository_name} failed: {error}",
+                "backoff" if transient else "interval",
             )
-        return Destination(
-            uri=uri,
-            repository=reference,
-            identity=AwsIdentity(region=registry.region, role_arn=registry.role_arn),
-            settings=destination_settings(
-                repository_spec.image_tag_mutability, repository_spec.image_tag_mutability_exclusion_filters
-            ),
+        if observed is None:
+            return destination_in_aws(target, registry_id=None, tags=None)
+        description = observed.description
+        return destination_in_aws(
+            target,
+            registry_id=description.registry_id,
+            tags=observed.tags,
+            mutability=description.image_tag_mutability,
+            exclusion_filters=description.exclusion_filters,
         )
 
     async def _child_repository(self, spec: ImageMirrorSpec) -> Mapping[str, Any] | Failure:
@@ -346,13 +406,16 @@ class MirrorPass:
             try:
                 stored = await self.mirroring.objects.patch_mirror_status(self.namespace, self.name, patch)
             except KubeApiError as error:
-                raise kopf.TemporaryError(f"status not written: {error}", delay=5.0) from None
+                # The next pass recomputes the same patch from what is stored; Events wait for it too.
+                self.logger.warning(f"Mirror status not written, retrying in {STATUS_RETRY:.0f}s: {error}")
+                self._observe(report, failure, duration, None)
+                return STATUS_RETRY
             self.mirroring.statuses[self.uid] = stored
         for note in mirror_events(report, self.status, patch):
             kopf.event(self.body, type=note.type, reason=str(note.reason), message=note.message)
         self._observe(report, failure, duration, patch)
-        if failure is not None and failure.transient:
-            raise kopf.TemporaryError(failure.message, delay=delay or 0.0)
+        # Transient failures too are retried by this daemon's own loop (the delay grows with each
+        # consecutive failure), never by kopf restarting it: a spec change still wakes it at once.
         return delay
 
     def _observe(
@@ -435,6 +498,12 @@ class _Copier:
             )
         except (RegistryError, InvalidReference) as error:
             failure = classify_failure(error)
+            self.sync.metrics.mirror_errors.labels(reason=str(failure.reason)).inc()
+            return ImageOutcome(tag=tag, digest=digest, failure=failure)
+        except Exception as error:
+            # One image's surprise (an upstream answer no parser expected) never stops the others.
+            self.sync.logger.exception(f"Copying {source} failed unexpectedly")
+            failure = unexpected_failure(error)
             self.sync.metrics.mirror_errors.labels(reason=str(failure.reason)).inc()
             return ImageOutcome(tag=tag, digest=digest, failure=failure)
         self._count(result)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,6 +36,7 @@ from ecr_operator.api.repository import (
     ImageTagMutability,
     ImageTagMutabilityExclusionFilter,
 )
+from ecr_operator.aws.session import AwsIdentity
 from ecr_operator.conditions import (
     READY,
     SYNCED,
@@ -43,6 +45,9 @@ from ecr_operator.conditions import (
     format_time,
     set_conditions,
 )
+from ecr_operator.config import MirrorSourcePolicy, Settings
+from ecr_operator.ecr_hosts import ecr_host, is_ecr_host
+from ecr_operator.reconcile.repository import OWNER_TAG, owner_tag_value, tenancy_refusal
 from ecr_operator.reconcile.semver import InvalidRange, parse_range, tag_order_key
 from ecr_operator.registry.copy import ImageCopyResult
 from ecr_operator.registry.errors import (
@@ -56,8 +61,10 @@ from ecr_operator.registry.errors import (
     RegistryError,
     UnsupportedMediaType,
 )
-from ecr_operator.registry.guard import SourceRefused
+from ecr_operator.registry.guard import IPAddress, SourceRefused
 from ecr_operator.registry.platforms import Platform, PlatformFilter
+from ecr_operator.registry.reference import Reference, parse_reference
+from ecr_operator.tag_patterns import compile_tag_pattern
 
 # The schedule: each pass is ``interval`` ± this fraction after the previous one, so mirrors created together
 # drift apart instead of hitting registries in lockstep.
@@ -92,6 +99,8 @@ class Reason(StrEnum):
     DESTINATION_NOT_READY = "DestinationNotReady"
     DESTINATION_CONFLICT = "DestinationConflict"
     ROLE_NOT_ALLOWED = "RoleNotAllowed"
+    DESTINATION_NOT_ALLOWED = "DestinationNotAllowed"
+    DESTINATION_REFUSED = "DestinationRefused"
     IMAGE_NOT_FOUND = "ImageNotFound"
     NO_MATCHING_PLATFORM = "NoMatchingPlatform"
     UNSUPPORTED_MEDIA_TYPE = "UnsupportedMediaType"
@@ -102,6 +111,9 @@ class Reason(StrEnum):
     REGISTRY_UNAVAILABLE = "RegistryUnavailable"
     REGISTRY_REJECTED = "RegistryRejected"
     KUBERNETES_API_ERROR = "KubernetesApiError"
+    AWS_API_ERROR = "AwsApiError"
+    PASS_TIMED_OUT = "PassTimedOut"  # noqa: S105 -- a reason, not a credential
+    INTERNAL_ERROR = "InternalError"
     SYNC_FAILED = "SyncFailed"
     # Events only
     IMAGE_COPIED = "ImageCopied"
@@ -133,6 +145,7 @@ def classify_failure(error: Exception) -> Failure:
     """Map a copy-engine error to a reason and how it is retried."""
     message = _shorten(str(error))
     permanent: tuple[tuple[type[Exception], Reason], ...] = (
+        (DestinationRefused, Reason.DESTINATION_REFUSED),
         (SourceRefused, Reason.SOURCE_REFUSED),
         (AuthError, Reason.AUTHENTICATION_FAILED),
         (NotFound, Reason.IMAGE_NOT_FOUND),
@@ -153,7 +166,17 @@ def classify_failure(error: Exception) -> Failure:
         if isinstance(error, ConnectionFailed) or error.retryable:
             return Failure(Reason.REGISTRY_UNAVAILABLE, message, "backoff", error.retry_after)
         return Failure(Reason.REGISTRY_REJECTED, message)
-    raise TypeError(f"not a registry error: {error!r}")
+    return unexpected_failure(error)
+
+
+def unexpected_failure(error: BaseException) -> Failure:
+    """An exception nobody anticipated (a bug, or an upstream answer no parser expected): reported like
+    any failure and retried with a backoff, never a dead daemon. The log has the traceback."""
+    return Failure(
+        Reason.INTERNAL_ERROR,
+        _shorten(f"unexpected {type(error).__name__}: {error} (the operator log has the details)"),
+        "backoff",
+    )
 
 
 def _shorten(text: str, limit: int = MAX_MESSAGE) -> str:
@@ -173,23 +196,32 @@ def newest_first(tags: Iterable[str]) -> list[str]:
     return sorted(tags, key=tag_order_key, reverse=True)
 
 
+# A tag as OCI defines it. Upstream "tags" outside this grammar (4,400 digits, "-bad") are never selected:
+# no client could pull them, and parsing them as versions would be work for nothing.
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
 def select_tags(tags: TagSelection | None, upstream: Sequence[str] | None) -> tuple[str, ...]:
     """The tags to copy, newest first: the listed ones, plus the upstream tags every filter accepts
     (include searched, semver satisfied, exclude not searched), cut to the ``keepLatest`` highest.
 
-    ``upstream`` is needed only when ``needs_tag_listing``. Raises InvalidRange for a malformed semver.
+    ``upstream`` is needed only when ``needs_tag_listing``. Patterns run on RE2 (linear time in the tag),
+    so the cost is linear in the listing whatever the patterns. Raises InvalidRange for a malformed semver
+    and InvalidTagPattern for a pattern RE2 refuses (the spec's validation catches both first).
     """
     if tags is None:
         return ()
     chosen = dict.fromkeys(tags.names or ())
     if needs_tag_listing(tags):
-        include = re.compile(tags.include) if tags.include is not None else None
-        exclude = re.compile(tags.exclude) if tags.exclude is not None else None
+        include = compile_tag_pattern(tags.include) if tags.include is not None else None
+        exclude = compile_tag_pattern(tags.exclude) if tags.exclude is not None else None
         semver = parse_range(tags.semver) if tags.semver is not None else None
         matched = [
             tag
             for tag in dict.fromkeys(upstream or ())
-            if (include is None or include.search(tag))
+            if isinstance(tag, str)
+            and _TAG.fullmatch(tag)
+            and (include is None or include.search(tag))
             and (semver is None or semver.matches_tag(tag))
             and (exclude is None or not exclude.search(tag))
         ]
@@ -253,18 +285,222 @@ def child_spec_outdated(current: Mapping[str, Any] | None, desired: EcrRepositor
         return True
 
 
-def repository_readiness(obj: Mapping[str, Any]) -> tuple[str | None, Failure | None]:
-    """The URI of a Ready repository, or why the mirror must wait for it."""
+def repository_readiness(obj: Mapping[str, Any]) -> Failure | None:
+    """Why the mirror must wait for the repository, or None once its Ready condition is True.
+
+    Only readiness is read from the repository's status, never where it is: status is writable by whoever
+    may patch ``ecrrepositories/status``. A forged Ready only makes the mirror look sooner; the destination
+    itself is recomputed from spec, settings and AWS (``destination_target``, ``destination_in_aws``)."""
     name = (obj.get("metadata") or {}).get("name")
-    status = obj.get("status") or {}
-    uri = status.get("repositoryUri")
-    ready = find_condition(status.get("conditions") or [], READY)
-    if ready is not None and ready.get("status") == "True" and isinstance(uri, str) and uri:
-        return uri, None
+    status = obj.get("status")
+    conditions = status.get("conditions") if isinstance(status, Mapping) else None
+    ready = find_condition(conditions if isinstance(conditions, list) else [], READY)
+    if ready is not None and ready.get("status") == "True":
+        return None
     why = f" ({ready.get('reason')}: {ready.get('message')})" if ready is not None else ""
-    return None, Failure(
-        Reason.DESTINATION_NOT_READY, f"Waiting for EcrRepository {name} to be Ready{why}.", "wait"
+    return Failure(
+        Reason.DESTINATION_NOT_READY, _shorten(f"Waiting for EcrRepository {name} to be Ready{why}."), "wait"
     )
+
+
+@dataclass(frozen=True)
+class DestinationTarget:
+    """The ECR repository an EcrRepository stands for, from its spec and the admin's settings only."""
+
+    object_name: str
+    repository_name: str
+    identity: AwsIdentity
+    account_id: str | None
+    owner: str
+    """The owner tag the repository carries when this EcrRepository created or adopted it."""
+    spec: EcrRepositorySpec
+
+
+def destination_target(
+    repository: Mapping[str, Any], *, namespace: str, settings: Settings
+) -> DestinationTarget | Failure:
+    """Where a mirror into this EcrRepository pushes, decided from its spec and the settings as its own
+    controller decides (same name rules, same role allow-list), so a forged status changes nothing."""
+    metadata = repository.get("metadata") or {}
+    object_name = str(metadata.get("name") or "")
+    try:
+        spec = EcrRepositorySpec.model_validate(repository.get("spec") or {})
+        repository_name = spec.effective_repository_name(object_name)
+    except (ValidationError, ValueError) as error:
+        return Failure(
+            Reason.DESTINATION_NOT_READY,
+            _shorten(f"EcrRepository {object_name} has a spec its controller refuses: {error}"),
+            "wait",
+        )
+    refusal = tenancy_refusal(spec, repository_name, namespace, settings)
+    if refusal is not None:
+        role = str(refusal.reason) == Reason.ROLE_NOT_ALLOWED
+        return Failure(
+            Reason.ROLE_NOT_ALLOWED if role else Reason.DESTINATION_NOT_ALLOWED,
+            f"EcrRepository {object_name}: {refusal.message}",
+        )
+    registry = spec.registry
+    return DestinationTarget(
+        object_name=object_name,
+        repository_name=repository_name,
+        identity=AwsIdentity(region=registry.region, role_arn=registry.role_arn),
+        account_id=registry.account_id,
+        owner=owner_tag_value(settings.cluster_id, namespace, object_name),
+        spec=spec,
+    )
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a pass pushes: the repository's URI recomputed from AWS's answer, and how tags behave there."""
+
+    uri: str
+    repository: Reference
+    identity: AwsIdentity
+    settings: DestinationSettings
+
+
+def destination_in_aws(
+    target: DestinationTarget,
+    *,
+    registry_id: str | None,
+    tags: Mapping[str, str] | None,
+    mutability: str | None = None,
+    exclusion_filters: Iterable[tuple[str, str]] = (),
+) -> Destination | Failure:
+    """The destination once AWS described the repository (``registry_id`` None: it does not exist) and
+    listed its tags: it must carry this EcrRepository's owner tag, or the mirror would push into a
+    repository someone else owns. The host is built from the account AWS named and the region."""
+    where = f"ECR repository {target.repository_name}"
+    if registry_id is None or tags is None:
+        return Failure(
+            Reason.DESTINATION_NOT_READY,
+            f"{where} does not exist yet (EcrRepository {target.object_name} is not in effect).",
+            "wait",
+        )
+    owner = tags.get(OWNER_TAG)
+    if owner != target.owner:
+        return Failure(
+            Reason.DESTINATION_CONFLICT,
+            f"{where} is not EcrRepository {target.object_name}'s: its owner tag {OWNER_TAG} is"
+            f" {owner or 'missing'}; the mirror pushes only into repositories its namespace owns.",
+            "wait",
+        )
+    if target.account_id is not None and registry_id != target.account_id:
+        return Failure(
+            Reason.DESTINATION_CONFLICT,
+            f"{where}: AWS answered for account {registry_id}, not registry.accountId {target.account_id}.",
+        )
+    host = ecr_host(registry_id, target.identity.region)
+    if not is_ecr_host(host):
+        return Failure(Reason.DESTINATION_REFUSED, f"{where}: {host} is not an ECR registry host.")
+    uri = f"{host}/{target.repository_name}"
+    try:
+        reference = parse_reference(uri)
+    except InvalidReference as error:
+        return Failure(Reason.DESTINATION_REFUSED, f"{where}: {error}")
+    try:
+        actual = ImageTagMutability(mutability) if mutability else target.spec.image_tag_mutability
+    except ValueError:
+        actual = target.spec.image_tag_mutability
+    filters = tuple(value for _, value in exclusion_filters)
+    if not filters and mutability is None:
+        filters = tuple(f.filter for f in target.spec.image_tag_mutability_exclusion_filters or ())
+    return Destination(
+        uri=uri,
+        repository=reference,
+        identity=target.identity,
+        settings=DestinationSettings(actual, filters),
+    )
+
+
+# The built-in deny list of sources, without the admin's allowances: an ECR host must resolve to public
+# addresses only.
+_PUBLIC_ONLY = MirrorSourcePolicy(allowed=(), denied=())
+
+
+class DestinationRefused(SourceRefused):
+    """A destination connection to a host that is neither an ECR registry nor the admin's override."""
+
+
+@dataclass(frozen=True)
+class DestinationPolicy:
+    """Which hosts the destination session may connect to: ECR registry hosts at public addresses, and the
+    hosts the admin's registry host overrides name (a stand-in, or an in-cluster proxy: any address).
+
+    Refusing raises DestinationRefused rather than returning False, so the message names this rule and
+    not the source allow-list."""
+
+    override_hosts: frozenset[str]
+
+    @classmethod
+    def from_overrides(cls, overrides: Mapping[str, str]) -> DestinationPolicy:
+        return cls(frozenset(_host_of(target) for target in overrides.values()))
+
+    def permits(self, host: str, addresses: Sequence[IPAddress]) -> bool:
+        bare = host.strip("[]").rstrip(".").lower()
+        if bare in self.override_hosts:
+            return True
+        if is_ecr_host(bare):
+            if _PUBLIC_ONLY.permits(bare, addresses):
+                return True
+            shown = ", ".join(sorted({str(address) for address in addresses}))
+            raise DestinationRefused(
+                f"{host} resolves to {shown}, not a public address: an ECR registry served elsewhere needs"
+                " the admin's ECR_OPERATOR_REGISTRY_HOST_OVERRIDES"
+            )
+        raise DestinationRefused(
+            f"{host} is not an ECR registry host (<account>.dkr.ecr.<region>.amazonaws.com) nor a registry"
+            " host override target (ECR_OPERATOR_REGISTRY_HOST_OVERRIDES): mirrors push nowhere else"
+        )
+
+
+def _host_of(target: str) -> str:
+    """The host of an override's ``host:port`` (``[v6]:port`` too), as connections name it."""
+    host = target.rpartition(":")[0] if ":" in target else target
+    return host.strip("[]").rstrip(".").lower()
+
+
+# --- fair scheduling --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotRequest:
+    """A pass asking to run: its namespace and source registry, and when it asked (order of arrival)."""
+
+    namespace: str
+    source: str
+    arrival: int
+
+
+@dataclass(frozen=True)
+class SlotLimits:
+    """Passes at once: in all, per namespace, per source registry."""
+
+    total: int
+    per_namespace: int
+    per_source: int
+
+
+def next_admitted(
+    waiting: Sequence[SlotRequest], running: Sequence[SlotRequest], limits: SlotLimits
+) -> SlotRequest | None:
+    """The waiting pass to start now, or None: within every limit, from the namespace with the fewest
+    passes running (then first come, first served). A namespace or source that holds its share waits,
+    however many mirrors it has, so a stuck upstream never delays another tenant beyond its share."""
+    if len(running) >= limits.total:
+        return None
+    by_namespace = Counter(request.namespace for request in running)
+    by_source = Counter(request.source for request in running)
+    eligible = [
+        request
+        for request in waiting
+        if by_namespace[request.namespace] < limits.per_namespace
+        and by_source[request.source] < limits.per_source
+    ]
+    if not eligible:
+        return None
+    return min(eligible, key=lambda request: (by_namespace[request.namespace], request.arrival))
 
 
 # --- how each image is copied -----------------------------------------------------------------------
@@ -535,7 +771,13 @@ def mirror_status_patch(
     changed something, ``nextSyncTime`` is written with those changes or when the schedule changed).
     """
     current = dict(status or {})
-    parsed = ImageMirrorStatus.model_validate(current)
+    unreadable: dict[str, None] = {}
+    try:
+        parsed = ImageMirrorStatus.model_validate(current)
+    except ValidationError:
+        # Status is anyone's to patch who may patch imagemirrors/status: what cannot be read is rewritten.
+        unreadable = dict.fromkeys(current)
+        parsed, current = ImageMirrorStatus(), {}
     images = _status_images(parsed, report, now)
     conditions = set_conditions(
         current.get("conditions") or [], mirror_conditions(report, images, current), now
@@ -553,7 +795,7 @@ def mirror_status_patch(
     schedule_missing = (next_text is None) != (recorded is None)
     if before == after and not schedule_missing:
         return None
-    patch: dict[str, Any] = {key: after.get(key) for key in {*before, *after}}
+    patch: dict[str, Any] = unreadable | {key: after.get(key) for key in {*before, *after}}
     patch["nextSyncTime"] = next_text
     if report.clean and before != after:
         patch["lastSyncTime"] = format_time(now)
