@@ -16,7 +16,7 @@ from ecr_operator.registry.auth import (
     DockerConfigCredentials,
     InvalidDockerConfig,
     StaticCredentials,
-    TokenCache,
+    BearerTokenCache,
     TokenKey,
     parse_token_response,
     parse_www_authenticate,
@@ -260,7 +260,7 @@ def _key(scope: str = "repository:a:pull", credentials: str = "") -> TokenKey:
 
 def test_token_cache_honours_expires_in_with_a_safety_margin() -> None:
     clock = _Clock()
-    cache = TokenCache(clock)
+    cache = BearerTokenCache(clock)
     cache.put(_key(), "t", expires_in=300)
     clock.now += 260
     assert cache.get(_key()) == "t"
@@ -269,7 +269,7 @@ def test_token_cache_honours_expires_in_with_a_safety_margin() -> None:
 
 
 def test_token_cache_separates_scopes_and_credentials() -> None:
-    cache = TokenCache(_Clock())
+    cache = BearerTokenCache(_Clock())
     cache.put(_key(credentials="tenant-a"), "token-a", expires_in=300)
     assert cache.get(_key(credentials="tenant-b")) is None
     assert cache.get(_key(scope="repository:b:pull", credentials="tenant-a")) is None

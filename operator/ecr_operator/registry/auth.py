@@ -645,13 +645,17 @@ class Authenticator:
         what = f"token request to {redact(url)}"
         response, _ = await send_following_redirects(self._sender, "GET", url, headers)
         status = response.status
-        body = await read_body(response, MAX_TOKEN_RESPONSE, what)
+        body = await read_body(response, MAX_TOKEN_RESPONSE, what, too_large=TokenTooLarge)
         if status in (401, 403):
             raise AuthError(f"{what}: credentials refused ({status})", status=status)
         if status != 200:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raise RegistryError(f"{what}: HTTP {status}", status=status, retry_after=retry_after)
         return parse_token_response(body)
+
+
+class TokenTooLarge(AuthError):
+    """A token endpoint answered with more than MAX_TOKEN_RESPONSE bytes."""
 
 
 def _is_url(realm: str) -> bool:

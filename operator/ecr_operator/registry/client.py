@@ -232,7 +232,8 @@ class RegistryClient:
         self._auth = Authenticator(
             sender,
             credentials or Anonymous(),
-            token_cache or BearerTokenCache(),
+            # Not ``token_cache or ...``: an empty cache is falsy, and the shared one must be used.
+            token_cache if token_cache is not None else BearerTokenCache(),
             insecure_hosts=self._insecure,
             deadlines=deadlines,
         )

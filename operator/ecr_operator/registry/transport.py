@@ -145,7 +145,10 @@ class AiohttpSender:
 
 def redact(url: URL) -> str:
     """The URL without query or credentials: pre-signed storage URLs carry their signature there."""
-    return str(url.with_query(None).with_user(None).with_fragment(None))
+    try:
+        return str(url.with_query(None).with_user(None).with_fragment(None))
+    except (ValueError, TypeError):  # yarl refuses some of this for URLs without a host
+        return str(url).split("?", 1)[0].split("#", 1)[0].rpartition("@")[2]
 
 
 def origin(url: URL) -> tuple[str, str, int | None]:
