@@ -10,13 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ecr_operator.registry.auth import (
+    BearerTokenCache,
     ChainedCredentials,
     Challenge,
     Credentials,
     DockerConfigCredentials,
     InvalidDockerConfig,
     StaticCredentials,
-    BearerTokenCache,
     TokenKey,
     parse_token_response,
     parse_www_authenticate,
