@@ -54,6 +54,10 @@ def main() -> int:
                 "ECR_OPERATOR_LOG_FORMAT": "text",
                 # The stand-in upstream registry is on loopback, which mirrors may not read by default.
                 "ECR_OPERATOR_MIRROR_ALLOWED_SOURCES": "127.0.0.1/32",
+                # The admin lets the demo namespace put identity policies on the example's role only.
+                "ECR_OPERATOR_ALLOWED_IDENTITY_POLICY_ROLES": json.dumps(
+                    [{"pattern": f"arn:aws:iam::*:role/{EXAMPLE_ROLE}", "namespaces": [DEMO_NAMESPACE]}]
+                ),
             }
             operator = subprocess.Popen(
                 [sys.executable, "-m", "ecr_operator", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
