@@ -505,7 +505,7 @@ def test_f7_a_pass_against_a_silent_upstream_ends_at_its_deadline_and_says_so(
     synced_condition = condition(mirror, "Synced")
     assert synced_condition["reason"] == "PassTimedOut", synced_condition
     assert "ECR_OPERATOR_MIRROR_PASS_TIMEOUT" in synced_condition["message"]
-    assert "not done: v1, v2" in synced_condition["message"]
+    assert "0 of 2 images done; not done: v2, v1" in synced_condition["message"]  # newest first
     wait_for(
         "a PassTimedOut Warning Event",
         lambda: (

@@ -108,7 +108,7 @@ async def keep_mirrored(
     **_: Any,
 ) -> None:
     mirroring = memo.mirroring
-    # kopf restarts the daemon after a TemporaryError's delay: that retry is due at once.
+    # A daemon kopf restarted (it never ends by itself but for stopping) syncs at once.
     delay: float | None = 0.0
     if not retry:
         now = datetime.now(UTC)
