@@ -9,63 +9,102 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
+
+import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 
 REDACTED = "[REDACTED]"
+
+# Every pattern runs on RE2, so redaction takes time linear in the text whatever it holds: Python's
+# backtracking ``re`` took 293 s on ``"a." * 20000`` with the former patterns (an upstream error text is
+# enough to hold the event loop). RE2 has no lookaround or backreferences; ``_replace`` does that part.
+
+# Whitespace Python's str.isspace() knows, plus zero-width spaces and the BOM (RE2's \s is ASCII only).
+_SPACE_CHARS = r"\t\n\x0B\f\r \x{1C}-\x{1F}\x{85}\p{Z}\x{180E}\x{200B}-\x{200D}\x{2060}\x{FEFF}"
+# Between a key and its value: any whitespace, URL-encoded (%20, %09, %0A, %0D) once or twice, or not.
+_GAP = rf"(?:[{_SPACE_CHARS}]|%(?:25)?(?:20|09|0[aAdD]))*"
+# A quote around a key or value: plain, backslash-escaped (JSON in a string) or URL-encoded.
+_QUOTE = r"""(?:\\*["'`]|%2[27]|%252[27])"""
+# ":" or "=", plain, URL-encoded or twice URL-encoded.
+_ASSIGN = rf"{_GAP}(?:[:=]|%3[aAdD]|%253[aAdD]){_GAP}"
+# Between a quoted key and its value: an assignment, or a comma as in [('Authorization', 'Basic x')].
+_KEY_VALUE_GAP = rf"(?:{_QUOTE}?{_ASSIGN}|{_QUOTE}{_GAP},{_GAP})"
+# Header dumps wrap quoted values in lists or tuples, bytes reprs prefix a b: {'Authorization': [b'x']}.
+_OPENERS = rf"(?P<open>(?:[\[(]{_GAP})*b?)"
+# A quoted value runs to its own closing quote (escaped or URL-encoded quotes close it too).
+_PERCENT_BODY = r"(?:[^%&\r\n\"']|%(?:[013-9a-fA-F][0-9a-fA-F]|2[013-689a-fA-F]))*"
+_QUOTED_VALUE = (
+    r'(?:(?P<dq>\\*")(?:[^"\r\n\\]|\\[^"\r\n])*'
+    r"|(?P<sq>\\*')(?:[^'\r\n\\]|\\[^'\r\n])*"
+    rf"|(?P<pq>%2[27]|%252[27]){_PERCENT_BODY})"
+)
+_NOT_VALUE = rf"{_SPACE_CHARS}\"'`,;&}}\])<>\\%"
+# In an unquoted value, an escape other than an encoded quote or "&" (which end the value) is part of it;
+# it cannot start with an encoded space (that belongs to the gap) or "%25" (a twice-encoded gap).
+# A word starts at a word boundary, or right after a URL escape ("%22Authorization", "%3DAKIA...").
+_WORD_START = r"(?:\b|%[0-9a-fA-F]{2})"
+_VALUE_ESCAPE = r"%(?:[013-9a-fA-F][0-9a-fA-F]|2[013-57-9a-fA-F])"
+_FIRST_VALUE_ESCAPE = r"%(?:[13-9a-fA-F][0-9a-fA-F]|0[0-8bcefBCEF]|2[13489a-fA-F])"
 
 # Keys (of extras, dicts, JSON, headers, query strings) whose values are secret whatever they look like.
 _SENSITIVE_KEY_NAME = (
     r"[\w.-]*(?:password|passwd|secret|token|credentials?|api[_-]?key|auth|"
     r"secret[_-]?access[_-]?key|session[_-]?token|security[_-]?token)"
 )
-_SENSITIVE_KEY = re.compile(rf"^{_SENSITIVE_KEY_NAME}$", re.IGNORECASE)
+_SENSITIVE_KEY = re2.compile(rf"(?i)(?:{_SENSITIVE_KEY_NAME}|(?:proxy-)?authorization)")
 
-
-def _redact_match(match: re.Match[str]) -> str:
-    quote = match.groupdict().get("quote") or ""
-    return f"{match.group('lead')}{quote}{REDACTED}{quote}"
-
-
-_NOT_YET_REDACTED = r"(?!\[REDACTED\])"
-# Each pattern keeps ``lead`` (and a ``quote`` around the value, if any) and replaces the secret after it.
-_SENSITIVE_PATTERNS: tuple[re.Pattern[str], ...] = (
-    # "Authorization: Bearer x", {'Authorization': 'Basic x'}, authorization=AWS4-HMAC-SHA256 ...
-    re.compile(
-        rf"(?P<lead>\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?){_NOT_YET_REDACTED}[^\s\"'][^\"'\r\n]*",
-        re.IGNORECASE,
-    ),
-    # password=x, "token": "x y", 'aws_secret_access_key': 'x', X-Amz-Security-Token=x
-    re.compile(
-        rf"(?P<lead>\b{_SENSITIVE_KEY_NAME}\b[\"']?\s*[:=]\s*)"
-        rf"(?:(?P<quote>[\"'])(?:(?!(?P=quote)).)*(?P=quote)|{_NOT_YET_REDACTED}[^\s\"',;&}}\]]+)",
-        re.IGNORECASE,
-    ),
-    # https://user:password@host
-    re.compile(r"(?P<lead>\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+(?=@)", re.IGNORECASE),
-    # JSON Web Tokens (registry bearer tokens, service-account tokens).
-    re.compile(r"(?P<lead>)\beyJ[\w-]{4,}\.eyJ[\w-]{4,}\.[\w-]*"),
-    # An ECR authorization token is base64("AWS:<password>"), which always starts with "QVdTO".
-    re.compile(r"(?P<lead>)\bQVdTO[A-Za-z0-9+/]{8,}={0,2}"),
-    # AWS access key IDs: not secret alone, but half of a credential pair.
-    re.compile(r"(?P<lead>)\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),
+# Each pattern has ``lead`` (kept), optionally ``open`` and a quote (kept), and the secret after them.
+_SENSITIVE_PATTERNS: tuple[Any, ...] = tuple(
+    re2.compile(pattern)
+    for pattern in (
+        # "Authorization: Bearer x", {'Authorization': ['Basic x']}, Authorization%3A%20Basic%20x: the whole
+        # value, to the end of its quotes or line (AWS4-HMAC-SHA256 Credential=..., Signature=...).
+        rf"(?i)(?P<lead>{_WORD_START}(?:proxy-)?authorization{_KEY_VALUE_GAP})"
+        rf"(?:{_OPENERS}{_QUOTED_VALUE}"
+        rf"|(?:[^\[{_SPACE_CHARS}\"'`\\&%]|{_FIRST_VALUE_ESCAPE})(?:[^\"'`\r\n\\&%]|{_VALUE_ESCAPE})*)",
+        # password=x, "token": "x y", 'aws_secret_access_key': 'x', X-Amz-Security-Token=x, password%3Dx
+        rf"(?i)(?P<lead>\b{_SENSITIVE_KEY_NAME}\b{_KEY_VALUE_GAP})"
+        rf"(?:{_OPENERS}{_QUOTED_VALUE}"
+        rf"|(?:[^\[{_NOT_VALUE}]|{_FIRST_VALUE_ESCAPE})(?:[^{_NOT_VALUE}]|{_VALUE_ESCAPE})*)",
+        # A credential after its scheme, wherever it is: "Basic dXNlcjpwYXNz", "Bearer%20eyJ..."
+        rf"(?i)(?P<lead>{_WORD_START}(?:basic|bearer)(?:[{_SPACE_CHARS}]|%(?:25)?20|\+)+)"
+        r"(?P<scheme>[A-Za-z0-9._~+/-]{8,}=*)",
+        # https://user:password@host (and its URL-encoded form inside another URL)
+        r"(?i)(?P<lead>\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+(?P<tail>@)",
+        r"(?i)(?P<lead>\b[a-z][a-z0-9+.-]*%3A%2F%2F[^/\s:@%]+%3A)[^@\s/&]+?(?P<tail>%40)",
+        # JSON Web Tokens (registry bearer tokens, service-account tokens).
+        rf"(?P<lead>{_WORD_START})eyJ[\w-]{{4,}}\.eyJ[\w-]{{4,}}\.[\w-]*",
+        # An ECR authorization token is base64("AWS:<password>"), which always starts with "QVdTO".
+        rf"(?P<lead>{_WORD_START})QVdTO[A-Za-z0-9+/]{{8,}}(?:=|%3[dD]){{0,2}}",
+        # AWS access key IDs: not secret alone, but half of a credential pair.
+        rf"(?P<lead>{_WORD_START})(?:AKIA|ASIA)[A-Z0-9]{{16}}\b",
+    )
 )
+
+
+def _replace(match: Any) -> str:
+    groups = match.groupdict()
+    scheme = groups.get("scheme")
+    if scheme is not None and scheme.isalpha():  # prose ("Basic authentication"), not a credential
+        return str(match.group(0))
+    quote = groups.get("dq") or groups.get("sq") or groups.get("pq") or ""
+    return f"{groups['lead']}{groups.get('open') or ''}{quote}{REDACTED}{groups.get('tail') or ''}"
 
 
 def redact(text: str) -> str:
     """``text`` with everything that looks like a credential replaced by ``[REDACTED]``."""
     for pattern in _SENSITIVE_PATTERNS:
-        text = pattern.sub(_redact_match, text)
+        text = pattern.sub(_replace, text)
     return text
 
 
 def redact_value(key: str, value: object) -> object:
     """Redact one structured value: secret-named keys entirely, strings by pattern, containers deeply."""
-    if _SENSITIVE_KEY.match(key) and value is not None:
+    if value is not None and _SENSITIVE_KEY.fullmatch(key):
         return REDACTED
     if isinstance(value, str):
         return redact(value)

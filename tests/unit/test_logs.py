@@ -3,11 +3,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import kopf
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from ecr_operator.logs import REDACTED, configure_logging, redact
@@ -186,3 +187,171 @@ def test_level_filters_records(captured_logs: io.StringIO) -> None:
     logging.getLogger("ecr_operator.test").warning("shown")
 
     assert [line["message"] for line in json_lines(captured_logs)] == ["shown"]
+
+
+# --- header dumps, URL-encoded and unusual-whitespace forms (issue 8, F14) ------------------------------
+
+SECRET = "dXNlcjpodW50ZXIy"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Header dumps: dict/list/tuple/bytes/multidict reprs.
+        "headers={'Authorization': ['Basic " + SECRET + "']}",
+        "{b'Authorization': [b'Basic " + SECRET + "']}",
+        "[('Host', 'r'), ('Authorization', 'Bearer " + SECRET + "')]",
+        "<CIMultiDictProxy('Host': 'r', 'Authorization': 'Bearer " + SECRET + "')>",
+        "{'Proxy-Authorization': ('Basic " + SECRET + "',)}",
+        '{"headers": {"authorization": ["Basic ' + SECRET + '"]}}',
+        '{\\"password\\": \\"' + SECRET + '\\"}',
+        "{'password': \"it's " + SECRET + '"}',
+        "('password', '" + SECRET + "')",
+        # URL-encoded, once and twice.
+        "Authorization%3A%20Basic%20" + SECRET + "&next=1",
+        "Authorization%253A%2520Basic%2520" + SECRET,
+        "q=password%3D" + SECRET + "%26user%3DAWS",
+        "%22password%22%3A%22" + SECRET + "%22",
+        "%7B%22token%22%3A%20%22" + SECRET + "%22%7D",
+        "redirect=https%3A%2F%2Frobot%3A" + SECRET + "%40r.example%2Fv2",
+        "Bearer%20" + SECRET,
+        "password=%41" + SECRET,
+        "auth%22%3A%22QVdTO" + SECRET + "%3D%3D%22",
+        # Unusual whitespace between key, separator and value.
+        "Authorization:\u00a0Basic\u00a0" + SECRET,
+        "Authorization\u3000:\u3000Bearer " + SECRET,
+        "password\u00a0=\u2003" + SECRET,
+        "token\u200b:\u200b" + SECRET,
+        "secret\ufeff=\u2028" + SECRET,
+        "api_key\x0b:\x0b" + SECRET,
+        # A credential after its scheme with no header name.
+        "upstream sent Basic " + SECRET + " back",
+        "Bearer\u00a0" + SECRET,
+    ],
+)
+def test_header_dumps_encoded_and_oddly_spaced_credentials_are_redacted(text: str) -> None:
+    redacted = redact(text)
+
+    assert SECRET not in redacted, redacted
+    assert REDACTED in redacted
+    assert redact(redacted) == redacted
+
+
+def test_a_header_dump_keeps_its_shape() -> None:
+    assert redact("key%3DAKIAIOSFODNN7EXAMPLE&x=1") == f"key%3D{REDACTED}&x=1"
+    assert redact("{'Authorization': ['Basic " + SECRET + "'], 'Host': 'r'}") == (
+        f"{{'Authorization': ['{REDACTED}'], 'Host': 'r'}}"
+    )
+    assert (
+        redact("Authorization%3A%20Basic%20" + SECRET + "&next=1") == f"Authorization%3A%20{REDACTED}&next=1"
+    )
+    assert redact("q=password%3D" + SECRET + "%26user%3DAWS") == f"q=password%3D{REDACTED}%26user%3DAWS"
+
+
+@pytest.mark.parametrize(
+    "text", ["falling back to Basic authentication", "Bearer realm=x", "use a Bearer token from the realm"]
+)
+def test_scheme_names_in_prose_are_left_alone(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_structured_authorization_headers_are_redacted() -> None:
+    from ecr_operator.logs import redact_value
+
+    assert redact_value("headers", {"Authorization": ["Basic " + SECRET], "Host": "r"}) == {
+        "Authorization": REDACTED,
+        "Host": "r",
+    }
+
+
+WHITESPACE = st.sampled_from(
+    [
+        "",
+        " ",
+        "\t",
+        "\u00a0",
+        "\u2002",
+        "\u2003",
+        "\u2009",
+        "\u202f",
+        "\u3000",
+        "\u200b",
+        "\ufeff",
+        "%20",
+        "%09",
+    ]
+)
+ASSIGNMENTS = st.sampled_from([":", "=", "%3A", "%3a", "%3D", "%253A"])
+KEYS = st.sampled_from(
+    [
+        "password",
+        "Password",
+        "token",
+        "registry_token",
+        "secret",
+        "aws_secret_access_key",
+        "X-Amz-Security-Token",
+    ]
+)
+QUOTES = st.sampled_from(["", "'", '"', '\\"', "%22", "%27"])
+
+
+@given(
+    key=KEYS,
+    quote=QUOTES,
+    before=WHITESPACE,
+    assign=ASSIGNMENTS,
+    after=WHITESPACE,
+    secret=st.text(alphabet=SECRET_CHARACTERS.replace("+", ""), min_size=8),
+)
+def test_no_secret_survives_any_separator_or_encoding(
+    key: str, quote: str, before: str, assign: str, after: str, secret: str
+) -> None:
+    text = f"x {quote}{key}{quote}{before}{assign}{after}{quote}{secret}{quote} y"
+    assume(secret not in text.replace(secret, " "))  # a "secret" that is also part of the key name
+
+    redacted = redact(text)
+
+    assert secret not in redacted
+    assert redact(redacted) == redacted
+
+
+@given(
+    wrap=st.sampled_from(["{k}: {v}", "{{{k}: {v}}}", "{{{k}: [{v}]}}", "[({k}, {v})]", "{k}={v}"]),
+    quote=st.sampled_from(["'", '"', "%22"]),
+    name=st.sampled_from(["Authorization", "authorization", "Proxy-Authorization"]),
+    scheme=st.sampled_from(["Basic", "Bearer", "AWS4-HMAC-SHA256 Credential=AKID/x, Signature="]),
+    space=WHITESPACE.filter(bool),
+    secret=st.text(alphabet=SECRET_CHARACTERS, min_size=8),
+)
+def test_no_authorization_header_survives_any_dump_format(
+    wrap: str, quote: str, name: str, scheme: str, space: str, secret: str
+) -> None:
+    text = wrap.format(k=f"{quote}{name}{quote}", v=f"{quote}{scheme}{space}{secret}{quote}")
+    assume(secret not in text.replace(secret, " "))  # a "secret" that is also part of the header name
+
+    redacted = redact(text)
+
+    assert secret not in redacted
+    assert redact(redacted) == redacted
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a." * 100_000,  # took 293 s for 40 kB on the backtracking patterns redaction used before
+        "eyJaaaa." * 25_000,
+        "authorization: '[" * 12_000,
+        "password=%3D%22" * 13_000,
+        "https://a:b" * 18_000,
+        "https%3A%2F%2Fa%3A" * 11_000,
+        "Basic " * 33_000,
+        "token" * 40_000,
+        "'" * 200_000,
+        "\u00a0" * 200_000,
+    ],
+)
+def test_redaction_is_linear_time_on_hostile_text(text: str) -> None:
+    started = time.perf_counter()
+    redact(text)
+    assert time.perf_counter() - started < 5.0  # linear: well under a second on this machine
