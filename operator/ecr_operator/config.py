@@ -397,6 +397,8 @@ class Settings(BaseSettings):
     # AWS
     aws_region: str | None = None
     """Region for objects that name none; unset means boto3's own choice (AWS_REGION / AWS_DEFAULT_REGION)."""
+    allowed_regions: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_decode_name_list)] = ()
+    """Regions objects may use; empty means every region botocore knows ECR in (all partitions)."""
     registry_host_overrides: Annotated[dict[str, str], NoDecode, JsonValue] = Field(default_factory=dict)
     """ECR registry host (or ``*``) -> ``host:port`` really serving its registry API (moto has none)."""
     ca_bundle: Path | None = None
@@ -481,6 +483,14 @@ class Settings(BaseSettings):
         if region is not None and not _REGION.match(region):
             raise ValueError(f"{region!r} is not an AWS region name such as 'us-east-1'")
         return region
+
+    @field_validator("allowed_regions")
+    @classmethod
+    def _region_shapes(cls, regions: tuple[str, ...]) -> tuple[str, ...]:
+        for region in regions:
+            if not _REGION.match(region):
+                raise ValueError(f"{region!r} is not an AWS region name such as 'us-east-1'")
+        return regions
 
     @field_validator("registry_host_overrides")
     @classmethod

@@ -80,7 +80,7 @@ class Runtime:
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         metrics = Metrics()
-        aws = AwsClients(metrics)
+        aws = AwsClients(metrics, allowed_regions=settings.allowed_regions)
         return cls(
             settings=settings,
             metrics=metrics,

@@ -1,14 +1,20 @@
 """boto3 clients, created once per (service, region, role) and shared by every handler.
 
 boto3 clients are thread-safe, Sessions are not: one botocore session per identity is built here, under a
-lock, and its clients are reused for the life of the process. Assumed roles refresh their credentials by
-themselves before they expire. Every call is counted in the operator's metrics by outcome.
+lock, and its clients are reused. Assumed roles refresh their credentials by themselves before they expire.
+Every call is counted in the operator's metrics by outcome.
+
+Regions and roles come from tenants' objects, so neither may grow the process: a region must be one
+botocore knows ECR in (or one the admin lists in ``ECR_OPERATOR_ALLOWED_REGIONS``), and the clients and
+sessions kept are bounded (least recently used dropped first).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -47,6 +53,11 @@ CLIENT_CONFIG = Config(
     user_agent_extra="ecr-operator",
     max_pool_connections=32,
 )
+# A handful of (service, region, role) combinations is normal; these bounds only stop unbounded growth.
+MAX_CACHED_CLIENTS = 128
+MAX_CACHED_SESSIONS = 64
+REGION_NOT_ALLOWED = "RegionNotAllowed"
+ALLOWED_REGIONS_SETTING = "ECR_OPERATOR_ALLOWED_REGIONS"
 
 
 @dataclass(frozen=True, order=True)
@@ -77,16 +88,85 @@ def is_throttling(error: BaseException) -> bool:
     return error_code(error) in THROTTLING_CODES
 
 
-class AwsClients:
-    """Clients per (service, identity); one instance per operator process."""
+@functools.cache
+def known_ecr_regions() -> frozenset[str]:
+    """Every region of every partition (aws, aws-cn, aws-us-gov, aws-iso*, ...) botocore has ECR in."""
+    session = botocore.session.get_session()
+    return frozenset(
+        region
+        for partition in session.get_available_partitions()
+        for region in session.get_available_regions("ecr", partition_name=partition)
+    )
 
-    def __init__(self, metrics: Metrics | None = None, config: Config = CLIENT_CONFIG) -> None:
+
+class RegionNotAllowed(ClientError):
+    """A region the operator may not use. A ClientError, so every caller reports it as it reports AWS's
+    own refusals (condition, Event, TokenRefreshError) instead of failing in an unexpected way."""
+
+    def __init__(self, region: str, operation: str, *, admin_list: bool) -> None:
+        shown = region if len(region) <= 64 else region[:63] + "…"
+        why = (
+            f"it is not in {ALLOWED_REGIONS_SETTING}"
+            if admin_list
+            else f"botocore knows no ECR endpoint there; an admin can allow it with {ALLOWED_REGIONS_SETTING}"
+        )
+        message = f"AWS region {shown!r} (spec.registry.region or the operator's settings) is refused: {why}"
+        super().__init__(
+            {"Error": {"Code": REGION_NOT_ALLOWED, "Message": message}},
+            operation,
+        )
+        self.region = region
+
+
+class _RefusedRegionClient:
+    """Stands in for the client of a refused region: every call raises ``RegionNotAllowed`` where the real
+    call would have raised AWS's error, and nothing is built or cached for the region."""
+
+    def __init__(self, region: str, *, admin_list: bool) -> None:
+        self._region = region
+        self._admin_list = admin_list
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        operation = "".join(part.capitalize() for part in method.split("_"))
+
+        def refuse(*_: Any, **__: Any) -> Any:
+            raise RegionNotAllowed(self._region, operation, admin_list=self._admin_list)
+
+        return refuse
+
+
+class AwsClients:
+    """Clients per (service, identity); one instance per operator process.
+
+    ``allowed_regions`` (the admin's ``ECR_OPERATOR_ALLOWED_REGIONS``) replaces botocore's list of ECR
+    regions when not empty. At most ``max_clients`` clients are kept, least recently used dropped first.
+    """
+
+    def __init__(
+        self,
+        metrics: Metrics | None = None,
+        config: Config = CLIENT_CONFIG,
+        *,
+        allowed_regions: Iterable[str] = (),
+        max_clients: int = MAX_CACHED_CLIENTS,
+        max_sessions: int = MAX_CACHED_SESSIONS,
+    ) -> None:
         self._metrics = metrics
         self._config = config
+        self._admin_regions = frozenset(allowed_regions)
+        self._max_clients = max_clients
+        self._max_sessions = max_sessions
         self._lock = threading.Lock()
         self._base_session: botocore.session.Session | None = None
-        self._sessions: dict[str | None, botocore.session.Session] = {}
-        self._clients: dict[tuple[str, AwsIdentity], Any] = {}
+        self._sessions: OrderedDict[str, botocore.session.Session] = OrderedDict()
+        self._clients: OrderedDict[tuple[str, AwsIdentity], Any] = OrderedDict()
+
+    def region_allowed(self, region: str) -> bool:
+        return region in (self._admin_regions or known_ecr_regions())
+
+    @property
+    def cached_clients(self) -> int:
+        return len(self._clients)
 
     @overload
     def client(self, service: Literal["ecr"], identity: AwsIdentity) -> ECRClient: ...
@@ -95,6 +175,8 @@ class AwsClients:
     @overload
     def client(self, service: Literal["sts"], identity: AwsIdentity) -> STSClient: ...
     def client(self, service: str, identity: AwsIdentity) -> Any:
+        if not self.region_allowed(identity.region):
+            return _RefusedRegionClient(identity.region, admin_list=bool(self._admin_regions))
         key = (service, identity)
         with self._lock:
             client = self._clients.get(key)
@@ -106,25 +188,32 @@ class AwsClients:
                     config=self._config,
                 )
                 self._clients[key] = client
+                # Dropped, not closed: another thread may be in a call on it; it closes when collected.
+                while len(self._clients) > self._max_clients:
+                    self._clients.popitem(last=False)
+            else:
+                self._clients.move_to_end(key)
             return client
 
     def _session_for(self, role_arn: str | None, region: str) -> botocore.session.Session:
-        session = self._sessions.get(role_arn)
-        if session is not None:
-            return session
         if self._base_session is None:
             self._base_session = self._new_session()
         if role_arn is None:
-            session = self._base_session
-        else:
-            session = self._new_session()
-            # botocore has no public way to give a session refreshable credentials; this private
-            # attribute is the documented-by-practice one that boto3's own assume-role provider fills.
-            session._credentials = DeferredRefreshableCredentials(  # type: ignore[attr-defined]
-                refresh_using=self._assume_role_refresher(role_arn, region),
-                method="sts-assume-role",
-            )
+            return self._base_session
+        session = self._sessions.get(role_arn)
+        if session is not None:
+            self._sessions.move_to_end(role_arn)
+            return session
+        session = self._new_session()
+        # botocore has no public way to give a session refreshable credentials; this private
+        # attribute is the documented-by-practice one that boto3's own assume-role provider fills.
+        session._credentials = DeferredRefreshableCredentials(  # type: ignore[attr-defined]
+            refresh_using=self._assume_role_refresher(role_arn, region),
+            method="sts-assume-role",
+        )
         self._sessions[role_arn] = session
+        while len(self._sessions) > self._max_sessions:
+            self._sessions.popitem(last=False)  # its clients keep it alive as long as they are kept
         return session
 
     def _new_session(self) -> botocore.session.Session:
