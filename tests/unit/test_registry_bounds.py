@@ -823,6 +823,23 @@ async def test_manifest_targets_outside_the_tag_and_digest_grammar_are_refused()
     assert network.sent == []
 
 
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.sampled_from(["tags", "name"]), inner),
+    max_leaves=20,
+)
+
+
+@given(_JSON, st.text(max_size=60))
+async def test_any_tag_page_yields_tags_or_a_registry_error(document: object, link: str) -> None:
+    client, _, _ = _client(lambda m, u, h: Answer(200, [("Link", link)], _json(document)))
+    try:
+        listed = await client.list_tags(REPO)
+    except RegistryError:
+        return
+    assert all(isinstance(tag, str) and 0 < len(tag) <= 128 for tag in listed)
+
+
 async def test_a_deeply_nested_tag_page_is_malformed() -> None:
     client, _, _ = _client(lambda m, u, h: Answer(200, body=b"[" * 100_000))
     with pytest.raises(MalformedResponse, match="not JSON"):
