@@ -38,7 +38,9 @@ for entry in "${TOOLS[@]}"; do
       ldflags+=" -X $pkg.gitMinor=$(cut -d. -f2 <<<"$version") -X $pkg.gitTreeState=clean"
     done
   fi
-  (cd "$HACK_DIR/$module" && go build -ldflags="$ldflags" -o "$out.tmp" "$package")
-  mv "$out.tmp" "$out"
+  # A temporary name of this process's own: two builds running at once (a test session and `make tools`)
+  # must not move each other's half-written binary into place.
+  (cd "$HACK_DIR/$module" && go build -ldflags="$ldflags" -o "$out.tmp.$$" "$package")
+  mv -f "$out.tmp.$$" "$out"
   echo "build-tools: built $name in $(($(date +%s) - start))s"
 done
