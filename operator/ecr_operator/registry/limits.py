@@ -27,7 +27,9 @@ class Deadlines:
     """
 
     connect: float = 10.0
-    read: float = 30.0
+    # Generous on purpose: a registry may think a while after the last byte of a large blob upload (aiohttp
+    # starts this clock only once the body is sent); trickles are caught by the two bounds below.
+    read: float = 60.0
     request: float = 60.0
     blob_min_rate: float = 16 * 1024
     blob_window: float = 60.0
