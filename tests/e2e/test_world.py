@@ -17,6 +17,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from ecr_operator.sandbox.hostile_registry import fetch_stats
 from ecr_operator.sandbox.images import parse_challenge, sha256_digest
 from ecr_operator.sandbox.tools import tool_path
 from ecr_operator.sandbox.world import World
@@ -132,6 +133,27 @@ def test_source_registries_authenticate_as_advertised(
 
     assert anonymous_upload.status == anonymous_upload_status
     assert world.registry_client(name).manifest_digest("src/app", "v1") == digest
+
+
+def test_hostile_registry_answers_like_a_registry_and_counts_requests(world: World) -> None:
+    client = world.registry_client("hostile")
+    repository = f"retry-after/300/world-{secrets.token_hex(3)}"
+
+    ping = client.request("GET", "/v2/")
+    throttled = client.request("HEAD", f"/v2/{repository}/manifests/v1")
+    well_behaved = client.manifest_digest(f"normal/world-{secrets.token_hex(3)}", "v1")
+
+    assert ping.status == 200
+    assert (throttled.status, throttled.header("retry-after")) == (429, "300")
+    assert (well_behaved or "").startswith("sha256:")
+    stats = fetch_stats(world.registries["hostile"].url, world.ca_bundle)
+    assert stats["repositories"][repository] == {"requests": 1, "open": 0, "endpoints": {"manifests": 1}}
+    logged = eventually(
+        lambda: [
+            r for r in world.registries["hostile"].requests() if r.path == f"/v2/{repository}/manifests/v1"
+        ]
+    )
+    assert [(r.method, r.status) for r in logged] == [("HEAD", 429)]
 
 
 def test_new_namespace_gets_default_service_account_and_deletion_completes(world: World) -> None:

@@ -69,6 +69,8 @@ TOKEN_SERVICE = "sandbox-token-registry"  # noqa: S105
 TOKEN_ISSUER_NAME = "sandbox-token-issuer"  # noqa: S105
 ANONYMOUS_PULL_PREFIX = "public/"
 REGISTRY_NAMES = ("ecr", "anonymous", "basic", "token")
+# Our own hostile registry (sandbox/hostile_registry.py), for tests that no upstream can hurt the operator.
+HOSTILE_REGISTRY = "hostile"
 
 # Everything start() creates in the state directory, and so may remove when reusing it.
 _OWNED_ENTRIES = (
@@ -114,11 +116,12 @@ class _Ports:
     controller_manager: int
     moto: int
     token_issuer: int
+    hostile_registry: int
     registries: dict[str, int]
 
     @classmethod
     def allocate(cls) -> _Ports:
-        ports = free_ports(6 + len(REGISTRY_NAMES))
+        ports = free_ports(7 + len(REGISTRY_NAMES))
         return cls(
             etcd_client=ports[0],
             etcd_peer=ports[1],
@@ -126,7 +129,8 @@ class _Ports:
             controller_manager=ports[3],
             moto=ports[4],
             token_issuer=ports[5],
-            registries=dict(zip(REGISTRY_NAMES, ports[6:], strict=True)),
+            hostile_registry=ports[6],
+            registries=dict(zip(REGISTRY_NAMES, ports[7:], strict=True)),
         )
 
 
@@ -715,6 +719,7 @@ class _Launcher:
             )
             if username and password:
                 auths[host] = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
+        registries[HOSTILE_REGISTRY] = self._hostile_registry_info()
         (self.state_dir / "registry-auth.json").write_text(json.dumps({"auths": auths}, indent=2))
         return registries
 
@@ -754,12 +759,44 @@ class _Launcher:
             ),
         ]
         for name, info in registries.items():
-            config = self.state_dir / "registries" / name / "config.yml"
-            process = self._start(f"registry-{name}", registry_argv(config), stdout_log=info.access_log)
+            if name == HOSTILE_REGISTRY:
+                process = self._start(
+                    f"registry-{name}", self._hostile_registry_argv(), stdout_log=info.access_log
+                )
+            else:
+                config = self.state_dir / "registries" / name / "config.yml"
+                process = self._start(f"registry-{name}", registry_argv(config), stdout_log=info.access_log)
             probes.append(
                 (process, f"registry {name} at {info.url}/v2/", answers(f"{info.url}/v2/", 200, 401))
             )
         return probes
+
+    def _hostile_registry_info(self) -> RegistryInfo:
+        host = f"127.0.0.1:{self.ports.hostile_registry}"
+        return RegistryInfo(
+            name=HOSTILE_REGISTRY,
+            host=host,
+            url=f"https://{host}",
+            auth=RegistryAuth.NONE,
+            access_log=self.logs / f"registry-{HOSTILE_REGISTRY}.access.log",
+            log=self.logs / f"registry-{HOSTILE_REGISTRY}.log",
+            username=None,
+            password=None,
+            anonymous_pull_prefix="",
+        )
+
+    def _hostile_registry_argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "ecr_operator.sandbox.hostile_registry",
+            "--port",
+            str(self.ports.hostile_registry),
+            "--tls-cert",
+            str(self.pki / "registry.crt"),
+            "--tls-key",
+            str(self.pki / "registry.key"),
+        ]
 
     def _start_controller_manager(self, binary: Path, admin: KubeClient, apiserver: ManagedProcess) -> None:
         process = self._start(
