@@ -28,6 +28,8 @@ from ecr_operator.registry.auth import (
     MAX_TOKEN_LIFETIME,
     BearerTokenCache,
     Credentials,
+    DockerConfigCredentials,
+    InvalidDockerConfig,
     StaticCredentials,
     TokenKey,
     clamp_lifetime,
@@ -620,6 +622,7 @@ def test_a_recently_used_token_outlives_older_ones() -> None:
     [
         (300, 300.0),
         (1e300, MAX_TOKEN_LIFETIME),
+        (10**400, MAX_TOKEN_LIFETIME),
         (float("inf"), MAX_TOKEN_LIFETIME),
         (float("nan"), 60.0),
         (-5, 60.0),
@@ -646,6 +649,18 @@ def test_token_lifetimes_are_clamped(expires_in: object, lifetime: float) -> Non
 def test_unusable_tokens_are_auth_errors(body: bytes) -> None:
     with pytest.raises(AuthError):
         parse_token_response(body)
+
+
+def test_a_token_with_a_400_digit_lifetime_lives_an_hour() -> None:
+    assert parse_token_response(b'{"token": "t", "expires_in": 1' + b"0" * 400 + b"}") == (
+        "t",
+        MAX_TOKEN_LIFETIME,
+    )
+
+
+def test_a_deeply_nested_docker_config_is_invalid_not_a_crash() -> None:
+    with pytest.raises(InvalidDockerConfig):
+        DockerConfigCredentials.from_json("[" * 100_000)
 
 
 @given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))

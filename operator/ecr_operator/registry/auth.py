@@ -297,7 +297,7 @@ class DockerConfigCredentials:
         if not isinstance(document, Mapping):
             try:
                 document = json.loads(document)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise InvalidDockerConfig("docker config is not JSON") from None
         if not isinstance(document, Mapping):
             raise InvalidDockerConfig("docker config must be a JSON object")
@@ -468,7 +468,8 @@ def clamp_lifetime(expires_in: float) -> float:
     """A token lifetime in [DEFAULT_TOKEN_LIFETIME, MAX_TOKEN_LIFETIME]; NaN and nonsense -> default."""
     if not isinstance(expires_in, int | float) or isinstance(expires_in, bool):
         return DEFAULT_TOKEN_LIFETIME
-    value = float(expires_in)
+    # float() of an int of 400 digits (valid JSON) raises OverflowError: clip ints first.
+    value = float(min(expires_in, 10**9)) if isinstance(expires_in, int) else float(expires_in)
     if math.isnan(value) or value <= 0:
         return DEFAULT_TOKEN_LIFETIME
     return min(max(value, DEFAULT_TOKEN_LIFETIME), MAX_TOKEN_LIFETIME)
