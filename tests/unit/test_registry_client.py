@@ -323,6 +323,7 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+    assert parse_retry_after("²") is None  # "²".isdigit() is True, float("²") raises
 
 
 def test_backoff_grows_is_jittered_and_capped() -> None:

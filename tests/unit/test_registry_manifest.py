@@ -10,6 +10,7 @@ from ecr_operator.registry import mediatypes
 from ecr_operator.registry.digests import sha256_digest
 from ecr_operator.registry.errors import (
     DigestMismatch,
+    MalformedResponse,
     ManifestTooLarge,
     RegistryError,
     UnsupportedMediaType,
@@ -116,11 +117,30 @@ def test_content_must_match_the_digest_it_was_fetched_by() -> None:
         _raw({"schemaVersion": 2, "mediaType": mediatypes.OCI_MANIFEST, "layers": []}),
         _raw({"schemaVersion": 2, "config": {**CONFIG, "size": -1}, "layers": []}),
         _raw({"schemaVersion": 2, "config": {**CONFIG, "digest": "sha256:short"}, "layers": []}),
+        _raw({"schemaVersion": 2, "config": {**CONFIG, "size": 2**63}, "layers": []}),
+        _raw({"schemaVersion": 2, "config": CONFIG, "layers": 7}),
+        _raw({"schemaVersion": 2, "config": CONFIG, "layers": ["x"]}),
+        _raw({"schemaVersion": 2, "config": CONFIG, "subject": []}),
+        b"[" * 50_000,
     ],
 )
-def test_malformed_manifests_raise_registry_error(raw: bytes) -> None:
-    with pytest.raises(RegistryError):
+def test_malformed_manifests_raise_malformed_response(raw: bytes) -> None:
+    with pytest.raises(MalformedResponse):
         parse_manifest(raw, content_type=mediatypes.OCI_MANIFEST)
+    assert issubclass(MalformedResponse, RegistryError)
+
+
+def test_a_non_string_media_type_is_malformed_not_a_type_error() -> None:
+    with pytest.raises(MalformedResponse, match="mediaType is not a string"):
+        parse_manifest(_raw({"schemaVersion": 2, "mediaType": {"a": 1}, "config": CONFIG}), content_type=None)
+
+
+def test_index_children_listed_twice_keep_the_manifest_bytes() -> None:
+    child = {"mediaType": mediatypes.OCI_MANIFEST, "digest": "sha256:" + "a" * 64, "size": 10}
+    raw = _raw({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": [child, child, child]})
+    index = parse_manifest(raw, content_type=None)
+    assert index.raw == raw
+    assert len(index.children) == 3  # as written; the copy engine de-duplicates (distinct_children)
 
 
 def test_non_distributable_layers_are_not_blobs_to_copy() -> None:
