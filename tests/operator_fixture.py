@@ -1,7 +1,13 @@
-"""The ``operator`` fixture: ``ecr-operator run`` as a real process against the test world (e2e and chaos)."""
+"""The ``operator`` fixture: ``ecr-operator run`` as a real process against the test world (e2e and chaos).
+
+By default the process runs as the Helm chart's ServiceAccount, bound to the ClusterRole ``helm template``
+renders from charts/ecr-operator, so every e2e and chaos test proves that the chart's least-privilege RBAC
+is enough (a missing verb shows up as "forbidden" in the operator's log and a test that never converges).
+"""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -12,19 +18,29 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from ecr_operator.sandbox.tools import tool_path
 from ecr_operator.sandbox.world import World
 
 OPERATORS_KEY = pytest.StashKey[list["OperatorProcess"]]()
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 LOG_TAIL_LINES = 200
+CHART = Path(__file__).resolve().parents[1] / "charts" / "ecr-operator"
+# The release name contains "ecr-operator", so the chart names its ClusterRole, binding and ServiceAccount
+# exactly this. tests/e2e/rbac/operator-rbac.yaml is the same ClusterRole, generated (test_chart_rbac.py).
+CHART_RELEASE = "ecr-operator-e2e"
+CHART_NAMESPACE = "kube-system"
+CHART_RBAC_TEMPLATES = ("templates/serviceaccount.yaml", "templates/rbac.yaml")
+TOKEN_LIFETIME = "48h"
 
 
 def free_port() -> int:
@@ -122,24 +138,124 @@ class OperatorProcess:
 StartOperator = Callable[..., OperatorProcess]
 
 
+@dataclass(frozen=True)
+class ChartIdentity:
+    """The chart's ServiceAccount, bound by the chart's own ClusterRoleBinding, as a kubeconfig."""
+
+    kubeconfig: Path
+    username: str
+    cluster_role: str
+    rules: list[dict[str, Any]]
+
+
+def render_chart_rbac(*values: str) -> list[dict[str, Any]]:
+    """The chart's ServiceAccount, ClusterRole and ClusterRoleBinding as ``helm template`` renders them."""
+    shown = [argument for template in CHART_RBAC_TEMPLATES for argument in ("--show-only", template)]
+    helm = [str(tool_path("helm")), "template", CHART_RELEASE, str(CHART), "--namespace", CHART_NAMESPACE]
+    result = subprocess.run(
+        [*helm, *shown, *values],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"helm template failed:\n{result.stdout}\n{result.stderr}"
+    return [document for document in yaml.safe_load_all(result.stdout) if document]
+
+
+def token_kubeconfig(world: World, token: str, path: Path) -> Path:
+    """A kubeconfig for the world's apiserver that authenticates with a bearer token (as a pod does)."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "world",
+                "cluster": {
+                    "server": world.apiserver_url,
+                    "certificate-authority-data": base64.b64encode(world.ca_bundle.read_bytes()).decode(),
+                },
+            }
+        ],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "world", "user": "operator"}}],
+        "current-context": "operator",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="session")
+def chart_identity(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartIdentity]:
+    """Render the chart's RBAC once per session, apply it, and mint a token of its ServiceAccount.
+
+    At the end of the session, every request made with it is read back from the apiserver's audit log: a
+    refused one (403) fails the session, and the verbs used are written to ``chart-identity-requests.txt``
+    in pytest's base temporary directory (what docs/rbac.md's table was checked against).
+    """
+    documents = render_chart_rbac()
+    by_kind = {document["kind"]: document for document in documents}
+    assert set(by_kind) == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}, sorted(by_kind)
+    world.kubectl(
+        "apply",
+        "--filename",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": documents}),
+    )
+    account = by_kind["ServiceAccount"]["metadata"]["name"]
+    token = world.kubectl(
+        "create", "token", account, "--namespace", CHART_NAMESPACE, f"--duration={TOKEN_LIFETIME}"
+    ).stdout.strip()
+    kubeconfig = token_kubeconfig(world, token, tmp_path_factory.mktemp("chart-identity") / "kubeconfig")
+    identity = ChartIdentity(
+        kubeconfig=kubeconfig,
+        username=f"system:serviceaccount:{CHART_NAMESPACE}:{account}",
+        cluster_role=by_kind["ClusterRole"]["metadata"]["name"],
+        rules=by_kind["ClusterRole"]["rules"],
+    )
+    already = len(world.audit_events(identity.username))  # an attached world may have older ones
+    yield identity
+
+    requests = world.audit_events(identity.username)[already:]
+    used = Counter(
+        f"{event.verb} {event.api_group or 'core'}/{event.resource}"
+        f"{'/' + event.subresource if event.subresource else ''} -> {event.code}"
+        for event in requests
+    )
+    report = tmp_path_factory.getbasetemp() / "chart-identity-requests.txt"
+    report.write_text("".join(f"{count:6d} {line}\n" for line, count in sorted(used.items())))
+    refused = sorted(line for line in used if line.endswith("-> 403"))
+    if refused:
+        pytest.fail(
+            "the chart's ClusterRole refused the operator (add the verb to charts/ecr-operator/templates/"
+            "rbac.yaml and docs/rbac.md if it is really needed):\n  " + "\n  ".join(refused),
+            pytrace=False,
+        )
+
+
 def _port(value: str, fallback: int) -> int:
     """The port a test chose, or the generated one when the test overrode it with nonsense on purpose."""
     return int(value) if value.isdigit() else fallback
 
 
 @pytest.fixture
-def operator(world: World, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[StartOperator]:
+def operator(
+    world: World, chart_identity: ChartIdentity, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[StartOperator]:
     """A factory: ``operator(**env_overrides, kubeconfig=None, wait=True)`` starts ``ecr-operator run``.
 
     The environment is ``world.operator_env()`` with fresh metrics/health ports and JSON logs, plus the
-    overrides. Every process is stopped at teardown; a failing test's report carries each one's log.
+    overrides. It runs as the chart's ServiceAccount unless ``kubeconfig`` names other credentials (tests
+    that need their own identity). Every process is stopped at teardown; a failing test's report carries
+    each one's log.
     """
     started: list[OperatorProcess] = []
     request.node.stash[OPERATORS_KEY] = started
 
     def start(*, kubeconfig: Path | None = None, wait: bool = True, **overrides: str) -> OperatorProcess:
         metrics_port, health_port = free_port(), free_port()
-        env = world.operator_env(kubeconfig) | {
+        env = world.operator_env(kubeconfig or chart_identity.kubeconfig) | {
             "ECR_OPERATOR_METRICS_PORT": str(metrics_port),
             "ECR_OPERATOR_HEALTH_PORT": str(health_port),
             "ECR_OPERATOR_LOG_FORMAT": "json",

@@ -1,0 +1,130 @@
+"""The chart's ClusterRole is least privilege, and it is the identity every e2e test runs the operator as.
+
+The whole e2e suite is the proof that the verbs are enough (the ``operator`` fixture runs as the chart's
+ServiceAccount and fails the session on any 403); these tests pin that nothing more is granted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ecr_operator.sandbox.world import World
+from operator_fixture import ChartIdentity
+
+pytestmark = pytest.mark.e2e
+
+OPERATOR_RBAC = Path(__file__).parent / "rbac" / "operator-rbac.yaml"
+PULL_SECRETS_RBAC = Path(__file__).parent / "rbac" / "ecr-operator-pull-secrets.yaml"
+SECRET_VERBS = {"get", "list", "watch", "create", "patch", "delete"}
+
+
+def can_i(world: World, identity: ChartIdentity, *args: str) -> bool:
+    result = world.kubectl("auth", "can-i", *args, kubeconfig=identity.kubeconfig, check=False)
+    return result.stdout.strip() == "yes"
+
+
+def _rules(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_the_hand_applied_operator_role_is_the_charts(chart_identity: ChartIdentity) -> None:
+    """tests/e2e/rbac/operator-rbac.yaml is applied by tests that bind their own user; it must not differ."""
+    [document] = [doc for doc in yaml.safe_load_all(OPERATOR_RBAC.read_text()) if doc]
+
+    assert document["metadata"]["name"] == chart_identity.cluster_role
+    assert _rules(document["rules"]) == _rules(chart_identity.rules), (
+        f"{OPERATOR_RBAC} is stale; its rules must be:\n" + yaml.safe_dump(chart_identity.rules)
+    )
+
+
+def test_no_update_and_only_the_documented_secret_verbs(chart_identity: ChartIdentity) -> None:
+    granted = _rules(chart_identity.rules)
+
+    updates = {(group, resource) for group, resource, verb in granted if verb == "update"}
+    assert updates == {("ecr-operator.io", "imagemirrors/finalizers")}
+    assert {verb for group, resource, verb in granted if resource == "secrets"} == SECRET_VERBS
+    assert not {group for group, _, _ in granted} - {"", "apiextensions.k8s.io", "ecr-operator.io"}
+    documented = (Path(__file__).parents[2] / "docs" / "rbac.md").read_text()
+    for verb in SECRET_VERBS:
+        assert f"- **{verb}" in documented or f", {verb}" in documented, verb
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        ("list", "secrets", "--all-namespaces"),
+        ("watch", "secrets", "--all-namespaces"),
+        ("get", "secrets", "-n", "default"),
+        ("create", "secrets", "-n", "default"),
+        ("patch", "secrets", "-n", "default"),
+        ("delete", "secrets", "-n", "default"),
+        ("patch", "serviceaccounts", "-n", "default"),
+        ("create", "events", "-n", "default"),
+        ("create", "ecrrepositories.ecr-operator.io", "-n", "default"),
+        ("patch", "ecrrepositories.ecr-operator.io", "--subresource=status", "-n", "default"),
+        ("patch", "imagemirrors.ecr-operator.io", "--subresource=status", "-n", "default"),
+        ("watch", "namespaces"),
+    ],
+)
+def test_the_chart_identity_may_do_the_operators_work(
+    world: World, chart_identity: ChartIdentity, request_: tuple[str, ...]
+) -> None:
+    assert can_i(world, chart_identity, *request_)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        ("update", "secrets", "-n", "default"),
+        ("deletecollection", "secrets", "-n", "default"),
+        ("update", "serviceaccounts", "-n", "default"),
+        ("get", "serviceaccounts", "-n", "default"),
+        ("update", "ecrrepositories.ecr-operator.io", "-n", "default"),
+        ("delete", "ecrrepositories.ecr-operator.io", "-n", "default"),
+        ("update", "ecrrepositories.ecr-operator.io", "--subresource=status", "-n", "default"),
+        ("create", "imagemirrors.ecr-operator.io", "-n", "default"),
+        ("delete", "imagemirrors.ecr-operator.io", "-n", "default"),
+        ("patch", "events", "-n", "default"),
+        ("create", "events.events.k8s.io", "-n", "default"),
+        ("patch", "namespaces"),
+        ("delete", "namespaces"),
+        ("create", "pods", "-n", "default"),
+        ("get", "configmaps", "-n", "default"),
+        ("delete", "customresourcedefinitions"),
+        ("create", "clusterrolebindings"),
+        ("impersonate", "users"),
+    ],
+)
+def test_the_chart_identity_may_do_nothing_else(
+    world: World, chart_identity: ChartIdentity, request_: tuple[str, ...]
+) -> None:
+    assert not can_i(world, chart_identity, *request_)
+
+
+def test_the_operator_fixture_runs_as_the_chart_identity(
+    world: World, chart_identity: ChartIdentity, operator: Any
+) -> None:
+    running = operator()
+    whoami = world.kubectl("auth", "whoami", "-o", "json", kubeconfig=chart_identity.kubeconfig)
+
+    assert json.loads(whoami.stdout)["status"]["userInfo"]["username"] == chart_identity.username
+    assert any(event.username == chart_identity.username for event in world.audit_events()), (
+        running.describe()
+    )
+
+
+def test_the_pull_secret_only_role_grants_nothing_the_chart_does_not(chart_identity: ChartIdentity) -> None:
+    [document] = [doc for doc in yaml.safe_load_all(PULL_SECRETS_RBAC.read_text()) if doc]
+
+    assert _rules(document["rules"]) <= _rules(chart_identity.rules)
