@@ -57,7 +57,7 @@ from ecr_operator.registry.errors import (
 from ecr_operator.registry.guard import GuardedSender, SourceRefused
 from ecr_operator.registry.limits import Deadlines, Limits
 from ecr_operator.registry.manifest import parse_manifest
-from ecr_operator.registry.reference import parse_reference
+from ecr_operator.registry.reference import fallback_tag, parse_reference
 from ecr_operator.registry.transport import (
     RETRY_AFTER_CEILING,
     Body,
@@ -413,6 +413,8 @@ class MiniRegistry:
 
     def answer(self, method: str, url: URL, headers: dict[str, str]) -> Answer:
         path = url.path
+        if "/referrers/" in path:
+            return Answer(404)  # no referrers API: the fallback tag is read
         if "/blobs/uploads/" in path:
             return Answer(202, {"Location": "/upload/1"})
         if path.startswith("/upload/"):
@@ -528,6 +530,25 @@ async def test_indexes_nested_too_deep_are_refused() -> None:
         await copy_image(
             parse_reference("up.example/team/app:v1"), DST, source_client=src, destination_client=dst
         )
+
+
+async def test_a_fallback_referrers_index_is_bounded_too() -> None:
+    upstream = MiniRegistry()
+    subject, _ = upstream.image("signed")
+    upstream.tags["v1"] = subject
+    artifacts = [_child(upstream.image(f"sig{i}")[0], 100) for i in range(5)]
+    upstream.add(_index(artifacts), mediatypes.OCI_INDEX, fallback_tag(subject))
+    source_network, _, _, dst = _copy_world(upstream)
+    src = RegistryClient(source_network, limits=Limits(max_referrers=3))
+    with pytest.raises(LimitExceeded, match="limit max_referrers") as raised:
+        await copy_image(
+            parse_reference("up.example/team/app:v1"),
+            DST,
+            source_client=src,
+            destination_client=dst,
+            referrers=True,
+        )
+    assert raised.value.limit == "max_referrers"
 
 
 # --- F9: bearer tokens --------------------------------------------------------------------------

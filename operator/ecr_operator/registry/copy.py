@@ -178,7 +178,9 @@ def _image_platform(child: Descriptor) -> Platform | None:
     return child.platform
 
 
-def distinct_children(index: Manifest, limit: int) -> tuple[Descriptor, ...]:
+def distinct_children(
+    index: Manifest, limit: int, *, limit_name: str = "max_index_children"
+) -> tuple[Descriptor, ...]:
     """The children of ``index``, each digest once (the first entry naming it), at most ``limit``.
 
     An index may list one digest many times (F8: 2,000 times); each is fetched, checked and pushed once.
@@ -193,8 +195,8 @@ def distinct_children(index: Manifest, limit: int) -> tuple[Descriptor, ...]:
             )
         if len(by_digest) > limit:
             raise LimitExceeded(
-                f"index {index.digest} lists more than {limit} distinct manifests (limit max_index_children)",
-                limit="max_index_children",
+                f"index {index.digest} lists more than {limit} distinct manifests (limit {limit_name})",
+                limit=limit_name,
                 bound=limit,
             )
     return tuple(by_digest.values())
@@ -707,7 +709,7 @@ class _ImageCopier:
             index = await self._get(self.dst, self.destination, tag)
         else:
             index = await self._get(self.src, self.source, head.digest or tag)
-        return distinct_children(index, self.limits.max_referrers), index
+        return distinct_children(index, self.limits.max_referrers, limit_name="max_referrers"), index
 
     async def _copy_referrer(self, subject: str, entry: Descriptor) -> None:
         if len(self.referrers_seen) >= self.limits.max_referrers:
