@@ -198,19 +198,39 @@ def push_image(world: World, repository_name: str, tag: str = "v1") -> None:
     world.boto3_client("ecr").put_image(repositoryName=repository_name, imageManifest=MANIFEST, imageTag=tag)
 
 
+def identity_roles_for(world: World, *namespaces: str) -> dict[str, str]:
+    """Settings letting each namespace put identity policies on the roles named ``<namespace>-*`` (the
+    operator allows no role by default)."""
+    rules = [
+        {"pattern": f"arn:aws:iam::{world.account_id}:role/{namespace}-*", "namespaces": [namespace]}
+        for namespace in namespaces
+    ]
+    return {"ECR_OPERATOR_ALLOWED_IDENTITY_POLICY_ROLES": json.dumps(rules)}
+
+
+def adoption_in(*namespaces: str) -> dict[str, str]:
+    """Settings letting these namespaces adopt unowned repositories (none may by default)."""
+    return {"ECR_OPERATOR_ADOPTION_NAMESPACES": ",".join(namespaces)}
+
+
 def start(operator: Operator, namespaces: list[str], **env: str) -> Operator:
     """``ecr-operator run`` serving only ``namespaces``, with fast drift passes unless ``env`` overrides."""
     return operator(**(FAST_DRIFT | {"ECR_OPERATOR_NAMESPACES": ",".join(namespaces)} | env))
 
 
 @pytest.fixture(name="namespaces")
-def namespaces_fixture(world: World, operator: Operator) -> Iterator[Callable[[], str]]:
-    """A factory of fresh namespaces. At teardown (while the test's operators still run, so finalizers are
-    honoured) every EcrRepository in them is deleted, then the namespaces."""
+def namespaces_fixture(world: World, operator: Operator) -> Iterator[Callable[..., str]]:
+    """A factory of fresh namespaces (random names, or exactly ``name``). At teardown (while the test's
+    operators still run, so finalizers are honoured) every EcrRepository in them is deleted, then the
+    namespaces."""
     created: list[str] = []
 
-    def create() -> str:
-        created.append(world.create_namespace())
+    def create(name: str | None = None) -> str:
+        if name is None:
+            created.append(world.create_namespace())
+        else:
+            world.kube_client().call("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+            created.append(name)
         return created[-1]
 
     yield create

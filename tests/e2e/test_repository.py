@@ -10,12 +10,14 @@ from collections.abc import Callable
 import pytest
 from repository_support import (
     Operator,
+    adoption_in,
     apply,
     calls_since,
     condition,
     describe,
     events,
     eventually,
+    identity_roles_for,
     is_mutating,
     metric,
     namespaces_fixture,  # noqa: F401 -- the ``namespaces`` fixture
@@ -28,6 +30,7 @@ from repository_support import (
     wait_for_quiet_aws,
 )
 
+from ecr_operator.reconcile.repository import identity_policy_stamp
 from ecr_operator.sandbox.world import World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -153,7 +156,8 @@ def test_an_existing_repository_is_adopted_and_converged(
             }
         ),
     )
-    start(operator, [namespace])
+    # Adoption of an unowned repository is the admin's decision (none by default).
+    start(operator, [namespace], **adoption_in(namespace))
 
     apply(world, repository(namespace, "legacy", tags={"team": "a"}))
     wait_for_condition(world, namespace, "legacy")
@@ -161,7 +165,11 @@ def test_an_existing_repository_is_adopted_and_converged(
     found = describe(world, name)
     assert found is not None
     assert found["imageScanningConfiguration"] == {"scanOnPush": False}
-    assert tags_of(world, arn) == {"team": "a", OWNER_TAG: f"default/{namespace}/legacy"}
+    assert tags_of(world, arn) == {
+        "team": "a",
+        OWNER_TAG: f"default/{namespace}/legacy",
+        "ecr-operator.io/adopted": "true",
+    }
     with pytest.raises(ecr.exceptions.LifecyclePolicyNotFoundException):
         ecr.get_lifecycle_policy(repositoryName=name)
     [(kind, _, message)] = [
@@ -298,7 +306,8 @@ def test_identity_policies_follow_the_spec_and_are_tracked_in_status(
     for role in (f"{namespace}-deployer", f"{namespace}-ci"):
         iam.create_role(RoleName=role, AssumeRolePolicyDocument="{}")
     policy_name = f"ecr-operator.{namespace}.app@default"
-    start(operator, [namespace])
+    stamp = identity_policy_stamp("default", namespace, "app")
+    start(operator, [namespace], **identity_roles_for(world, namespace))
 
     apply(
         world,
@@ -317,7 +326,7 @@ def test_identity_policies_follow_the_spec_and_are_tracked_in_status(
     assert granted["Statement"][0]["Resource"] == document["status"]["repositoryArn"]
     assert "ecr:BatchGetImage" in granted["Statement"][0]["Action"]
     assert granted["Statement"][1] == {
-        "Sid": "EcrOperatorAuthorizationToken",
+        "Sid": f"{stamp.sid_prefix}AuthorizationToken",
         "Effect": "Allow",
         "Action": "ecr:GetAuthorizationToken",
         "Resource": "*",

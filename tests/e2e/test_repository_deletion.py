@@ -12,6 +12,7 @@ from repository_support import (
     describe,
     events,
     get,
+    identity_roles_for,
     namespaces_fixture,  # noqa: F401 -- the ``namespaces`` fixture
     push_image,
     repository,
@@ -38,7 +39,7 @@ def test_retain_keeps_the_repository_and_its_images_but_removes_identity_policie
     role = f"{namespace}-deployer"
     iam = world.boto3_client("iam")
     iam.create_role(RoleName=role, AssumeRolePolicyDocument="{}")
-    start(operator, [namespace])
+    start(operator, [namespace], **identity_roles_for(world, namespace))
     apply(
         world,
         repository(namespace, "app", access={"identityPolicies": [{"roleName": role, "actions": "pull"}]}),

@@ -17,6 +17,7 @@ from repository_support import (
     describe,
     events,
     eventually,
+    identity_roles_for,
     is_mutating,
     metric,
     namespaces_fixture,  # noqa: F401 -- the ``namespaces`` fixture
@@ -160,7 +161,11 @@ def test_a_converged_repository_costs_no_aws_write_and_no_kubernetes_write(
     role = f"{namespace}-reader"
     world.boto3_client("iam").create_role(RoleName=role, AssumeRolePolicyDocument="{}")
     kubeconfig = world.make_kubeconfig(user)
-    drift = {"ECR_OPERATOR_DRIFT_INTERVAL": "3s", "ECR_OPERATOR_DRIFT_JITTER": "0.2s"}
+    drift = {
+        "ECR_OPERATOR_DRIFT_INTERVAL": "3s",
+        "ECR_OPERATOR_DRIFT_JITTER": "0.2s",
+        **identity_roles_for(world, namespace),
+    }
     running = start(operator, [namespace], kubeconfig=kubeconfig, **drift)
     apply(
         world,

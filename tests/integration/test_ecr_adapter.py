@@ -25,6 +25,7 @@ from ecr_operator.aws.iam import IamRolePolicies
 from ecr_operator.aws.session import AwsClients, AwsIdentity
 from ecr_operator.metrics import Metrics
 from ecr_operator.reconcile.repository import (
+    ADOPTED_TAG,
     OWNER_TAG,
     ClaimRepository,
     CreateRepository,
@@ -41,6 +42,8 @@ from ecr_operator.reconcile.repository import (
     TagRepository,
     UntagRepository,
     identity_policy_document,
+    identity_policy_stamp,
+    is_own_identity_policy,
 )
 from ecr_operator.sandbox.world import World
 
@@ -272,9 +275,12 @@ async def test_claiming_tags_the_repository_and_confirms_it(
     name = unique("claim")
     arn = world.boto3_client("ecr").create_repository(repositoryName=name)["repository"]["repositoryArn"]
 
+    mark = len(world.aws_calls())
     await ecr.apply(registry, ClaimRepository(arn, "default/ns/mine"))
 
-    assert (await ecr.tags(registry, arn))[OWNER_TAG] == "default/ns/mine"
+    # One TagResource writes both: the repository never looks created by its object, not even briefly.
+    assert await ecr.tags(registry, arn) == {OWNER_TAG: "default/ns/mine", ADOPTED_TAG: "true"}
+    assert calls_since(world, mark, "TagResource") == 1
 
 
 async def test_a_claim_lost_to_a_concurrent_claimant_is_reported(
@@ -362,12 +368,16 @@ async def test_identity_policies_are_put_read_and_removed(
     identity = AwsIdentity(world.region)
     role = unique("role")
     world.boto3_client("iam").create_role(RoleName=role, AssumeRolePolicyDocument="{}")
-    policy = ManagedPolicy(role, "ecr-operator.ns.obj@default")
-    document = identity_policy_document(f"arn:aws:ecr:us-east-1:{world.account_id}:repository/x", "pull")
+    stamp = identity_policy_stamp("default", "ns", "obj")
+    policy = ManagedPolicy(role, stamp.name)
+    document = identity_policy_document(
+        f"arn:aws:ecr:us-east-1:{world.account_id}:repository/x", "pull", stamp
+    )
 
     assert await iam.document(identity, policy) is None
     await iam.apply(identity, PutRolePolicy(role, policy.policy_name, json.dumps(document)))
     assert await iam.document(identity, policy) == document
+    assert is_own_identity_policy(await iam.document(identity, policy), stamp)  # the stamp survives IAM
     for _ in range(2):
         await iam.apply(identity, DeleteRolePolicy(role, policy.policy_name))
     assert await iam.document(identity, policy) is None
