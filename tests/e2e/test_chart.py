@@ -66,11 +66,17 @@ def test_values_become_operator_settings(world: World) -> None:
         "--set",
         "pullSecrets.registries[0].region=us-east-1",
         "--set",
+        "pullSecrets.registries[0].roleArn=arn:aws:iam::123456789012:role/ecr-pull",
+        "--set",
         "pullSecrets.registries[1].accountId=012345678901",
         "--set",
         "pullSecrets.registries[1].region=eu-west-1",
+        "--set",
+        "pullSecrets.registries[1].roleArn=arn:aws:iam::012345678901:role/ecr-pull",
         "--set-literal",
         "operator.repositoryNamePrefix={namespace}/",
+        "--set-literal",
+        "pullSecrets.roleArnTemplate=arn:aws:iam::{accountId}:role/ecr-pull-{namespace}",
     )
     [deployment] = [doc for doc in documents if doc["kind"] == "Deployment"]
     env = {
@@ -78,11 +84,17 @@ def test_values_become_operator_settings(world: World) -> None:
         for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     pull_secrets = json.loads(env["ECR_OPERATOR_PULL_SECRETS"])
+    role = "arn:aws:iam::"
     # Unquoted account IDs (numbers to YAML and --set) come out as 12-digit strings, leading zero kept.
     assert pull_secrets["registries"] == [
-        {"accountId": "123456789012", "region": "us-east-1"},
-        {"accountId": "012345678901", "region": "eu-west-1"},
+        {"accountId": "123456789012", "region": "us-east-1", "roleArn": f"{role}123456789012:role/ecr-pull"},
+        {"accountId": "012345678901", "region": "eu-west-1", "roleArn": f"{role}012345678901:role/ecr-pull"},
     ]
+    # Pull secrets are minted from pull roles; the operator's own credentials only if the admin opts in.
+    assert env["ECR_OPERATOR_PULL_SECRET_ROLE_ARN_TEMPLATE"] == (
+        "arn:aws:iam::{accountId}:role/ecr-pull-{namespace}"
+    )
+    assert env["ECR_OPERATOR_PULL_SECRETS_USE_OPERATOR_CREDENTIALS_SINGLE_TENANT"] == "false"
     assert env["ECR_OPERATOR_REPOSITORY_NAME_PREFIX"] == "{namespace}/"
     assert env["ECR_OPERATOR_BIND_ADDRESS"] == "0.0.0.0"  # noqa: S104 -- a pod serves probes on its IP
 

@@ -2,6 +2,11 @@
 ECR-data-plane registry that accepts exactly moto's token.
 
 Every test ends by grepping the operator's log for the token, its base64 forms and the secret's data.
+
+Tenant-visible secrets are minted from pull roles (moto's AssumeRole; IAM enforcement is off, so any role can
+be assumed): the cluster-wide registries here name ``PULLER_ROLE`` and repositories get the role the pull role
+template renders for their namespace, both allow-listed, as a secure configuration does. What happens without
+a pull identity is in test_tenancy_attacks_pull.py.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ REFRESHED_AT = "ecr-operator.io/refreshed-at"
 REFRESH_ERROR = "ecr-operator.io/refresh-error"
 REGISTRIES = "ecr-operator.io/registries"
 PULLER_ROLE = "arn:aws:iam::123456789012:role/ecr-puller"
+PULL_ROLE_TEMPLATE = "arn:aws:iam::{accountId}:role/ecr-pull-{namespace}"
+NAMESPACE_PULL_ROLES = "arn:aws:iam::123456789012:role/ecr-pull-*"
 RBAC = Path(__file__).parent / "rbac" / "ecr-operator-pull-secrets.yaml"
 
 
@@ -90,8 +97,20 @@ def login_status(world: World, entry: dict[str, str]) -> int:
 
 
 def pull_secrets_config(selector: dict[str, Any], **more: Any) -> str:
-    registries = more.pop("registries", [{"accountId": "123456789012", "region": "us-east-1"}])
+    registries = more.pop(
+        "registries", [{"accountId": "123456789012", "region": "us-east-1", "roleArn": PULLER_ROLE}]
+    )
     return json.dumps({"registries": registries, "namespaceSelector": selector, **more})
+
+
+def pull_roles(*rules: Any) -> dict[str, str]:
+    """Operator settings giving every pull secret a pull identity: the cluster-wide role and the per-namespace
+    template roles allow-listed (``rules`` replace that allow-list), and the template itself."""
+    allowed = list(rules) or [PULLER_ROLE, NAMESPACE_PULL_ROLES]
+    return {
+        "ECR_OPERATOR_ALLOWED_ROLE_ARNS": json.dumps(allowed),
+        "ECR_OPERATOR_PULL_SECRET_ROLE_ARN_TEMPLATE": PULL_ROLE_TEMPLATE,
+    }
 
 
 def get_authorization_token_calls(world: World) -> int:
@@ -242,7 +261,9 @@ def test_cluster_wide_configuration_serves_selected_namespaces_and_service_accou
         serviceAccountSelector={"names": ["default", "build*"]},
     )
 
-    running = operator(kubeconfig=world.make_kubeconfig(identity, []), ECR_OPERATOR_PULL_SECRETS=config)
+    running = operator(
+        kubeconfig=world.make_kubeconfig(identity, []), ECR_OPERATOR_PULL_SECRETS=config, **pull_roles()
+    )
 
     for namespace in (first, second):
         secret = eventually(f"the pull secret in {namespace}", lambda ns=namespace: secret_of(world, ns))
@@ -307,6 +328,7 @@ def test_rotation_patches_the_secret_in_place_and_never_deletes_it(
     namespace = namespaces(run_label)
     running = operator(
         ECR_OPERATOR_PULL_SECRETS=pull_secrets_config({"matchLabels": run_label}),
+        **pull_roles(),
         ECR_OPERATOR_TOKEN_FALLBACK_LIFETIME="3s",
         ECR_OPERATOR_TOKEN_REFRESH_LEAD="1s",
         ECR_OPERATOR_TOKEN_REFRESH_JITTER="0s",
@@ -353,8 +375,8 @@ def test_token_calls_scale_with_identities_not_namespaces(
     west_host = world.ecr_registry_host(region="us-west-2")
     many = [namespaces(run_label) for _ in range(50)]
     registries = [
-        {"accountId": world.account_id, "region": "us-east-1"},
-        # A second identity: a role (moto's AssumeRole) in another region; its registry is the same stand-in.
+        {"accountId": world.account_id, "region": "us-east-1", "roleArn": PULLER_ROLE},
+        # A second identity: the same role in another region; its registry is the same stand-in.
         {"accountId": world.account_id, "region": "us-west-2", "roleArn": PULLER_ROLE},
     ]
     calls_before = get_authorization_token_calls(world)
@@ -425,8 +447,12 @@ def test_a_tenant_repository_cannot_put_a_secret_into_another_namespace(
         registries=[{"accountId": world.account_id, "region": "us-west-2", "roleArn": PULLER_ROLE}],
     )
     running = operator(
-        ECR_OPERATOR_ALLOWED_ROLE_ARNS=json.dumps([{"pattern": PULLER_ROLE, "namespaces": ["other-*"]}]),
         ECR_OPERATOR_PULL_SECRETS=cluster_wide_with_role,
+        # The tenant's own pull role (rendered from the template) is allowed for the tenant only.
+        **pull_roles(
+            {"pattern": PULLER_ROLE, "namespaces": ["other-*"]},
+            {"pattern": f"arn:aws:iam::123456789012:role/ecr-pull-{tenant}", "namespaces": [tenant]},
+        ),
     )
 
     # What a tenant could try: name a secret or a field in another namespace. The apiserver refuses both.
@@ -480,7 +506,7 @@ def test_a_failed_refresh_keeps_the_previous_secret_and_reports_it(
         "ECR_OPERATOR_TOKEN_REFRESH_LEAD": "2s",
         "ECR_OPERATOR_TOKEN_REFRESH_JITTER": "0s",
     }
-    running = operator(ECR_OPERATOR_PULL_SECRETS=config, **fast)
+    running = operator(ECR_OPERATOR_PULL_SECRETS=config, **pull_roles(), **fast)
     apply(world, repository(namespace, "app", {}))
     before = eventually("the pull secret", lambda: secret_of(world, namespace))
     eventually(
@@ -549,6 +575,7 @@ def test_a_failed_refresh_keeps_the_previous_secret_and_reports_it(
     refusing = operator(
         ECR_OPERATOR_PULL_SECRETS=config,
         ECR_OPERATOR_REGISTRY_HOST_OVERRIDES=json.dumps({host: world.registries["basic"].host}),
+        **pull_roles(),
         **fast,
     )
     refused = eventually(

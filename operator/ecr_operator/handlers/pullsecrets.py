@@ -180,7 +180,7 @@ class PullSecretController:
     async def _sync_safely(self, namespace: str) -> float | None:
         """Sync; on failure, seconds until the next attempt."""
         try:
-            await self._sync(namespace)
+            retry_in = await self._sync(namespace)
         except KubeApiError as error:
             if error.conflict or error.not_found:
                 # Someone wrote first or the object is gone: the index catches up, the next plan is right.
@@ -198,18 +198,19 @@ class PullSecretController:
             logger.exception("pull secret sync failed unexpectedly", extra={"namespace": namespace})
             return UNEXPECTED_ERROR_PAUSE_SECONDS
         self._failures.pop(namespace, None)
-        return None
+        return retry_in
 
     # --- one namespace --------------------------------------------------------------------------------
 
-    async def _sync(self, namespace: str) -> None:
+    async def _sync(self, namespace: str) -> float | None:
+        """Plan and write one namespace; returns seconds until it must be planned again, if it must."""
         view = _first(self._indexes.namespaces.get(namespace))
         # A terminating namespace is being emptied by the namespace controller: writing there is wasted.
         if view is None or view.terminating or not namespace_served(namespace, self._settings.namespaces):
             self._namespace_reports.pop(namespace, None)
-            return
+            return None
         repositories = list(self._indexes.repositories.get(namespace, ()))
-        await self._learn_operator_account(namespace, repositories)
+        account_known = await self._learn_operator_account(namespace, repositories)
         demands = namespace_demands(
             view,
             self._settings.pull_secrets,
@@ -235,6 +236,7 @@ class PullSecretController:
         await self._apply(namespace, plan)
         await self._report_repositories(namespace, plan, repositories)
         await self._report_namespace(view, plan)
+        return None if account_known else ACCOUNT_RETRY_SECONDS
 
     def _pull_identity(self) -> PullIdentityPolicy:
         return PullIdentityPolicy(
@@ -243,12 +245,12 @@ class PullSecretController:
             operator_account=self._accounts.known,
         )
 
-    async def _learn_operator_account(self, namespace: str, repositories: list[RepositoryView]) -> None:
-        """Ask STS once for the account a pull role template needs; the demand waits (and the namespace is
-        retried) while that fails. The account is never taken from status, which a tenant may write."""
+    async def _learn_operator_account(self, namespace: str, repositories: list[RepositoryView]) -> bool:
+        """Ask STS once for the account a pull role template needs; False while that fails (the demand
+        waits, the namespace is retried). The account is never taken from status, which a tenant may write."""
         region = operator_account_region(namespace, repositories, self._pull_identity())
         if region is None:
-            return
+            return True
         try:
             account = await self._accounts.resolve(region)
         except AccountLookupError as error:
@@ -260,9 +262,9 @@ class PullSecretController:
                     "retry_in_seconds": ACCOUNT_RETRY_SECONDS,
                 },
             )
-            self.request_sync(namespace, ACCOUNT_RETRY_SECONDS)
-            return
+            return False
         logger.info("learned the operator's AWS account for pull roles", extra={"account_id": account})
+        return True
 
     async def _apply(self, namespace: str, plan: NamespacePlan) -> None:
         for write in plan.writes:

@@ -28,6 +28,8 @@ DEMO_NAMESPACE = "demo"
 SETTLE_TIMEOUT = 90.0
 PUBLIC_REGISTRIES = ("docker.io/", "quay.io/")
 EXAMPLE_ROLE = "payments-api-deployer"
+# The demo namespace's pull-only role, which its pull secrets are minted from (docs/pull-secrets.md).
+PULL_ROLE_TEMPLATE = "arn:aws:iam::{accountId}:role/ecr-pull-{namespace}"
 SOURCE_SECRET = "quay-pull"  # noqa: S105 -- the Secret object's name
 # Look-alikes of what examples/ mirrors: repository -> (tags pushed as multi-platform indexes).
 UPSTREAM_IMAGES = {
@@ -57,6 +59,11 @@ def main() -> int:
                 # The admin lets the demo namespace put identity policies on the example's role only.
                 "ECR_OPERATOR_ALLOWED_IDENTITY_POLICY_ROLES": json.dumps(
                     [{"pattern": f"arn:aws:iam::*:role/{EXAMPLE_ROLE}", "namespaces": [DEMO_NAMESPACE]}]
+                ),
+                # Pull secrets carry pull rights only: minted from the namespace's pull role, allowed there.
+                "ECR_OPERATOR_PULL_SECRET_ROLE_ARN_TEMPLATE": PULL_ROLE_TEMPLATE,
+                "ECR_OPERATOR_ALLOWED_ROLE_ARNS": json.dumps(
+                    [{"pattern": _pull_role_arn(world), "namespaces": [DEMO_NAMESPACE]}]
                 ),
             }
             operator = subprocess.Popen(
@@ -125,6 +132,45 @@ def _create_example_roles(world: World) -> None:
         }
     )
     world.boto3_client("iam").create_role(RoleName=EXAMPLE_ROLE, AssumeRolePolicyDocument=trust)
+    _create_pull_role(world)
+
+
+def _pull_role_arn(world: World) -> str:
+    return PULL_ROLE_TEMPLATE.format(accountId=world.account_id, namespace=DEMO_NAMESPACE)
+
+
+def _create_pull_role(world: World) -> None:
+    """The demo namespace's pull role as docs/pull-secrets.md describes it: trusting the operator's
+    identity (here the account's root, the world's static credentials), allowed to pull only."""
+    iam = world.boto3_client("iam")
+    name = _pull_role_arn(world).rsplit("/", 1)[-1]
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{world.account_id}:root"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    pull = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchCheckLayerAvailability",
+                ],
+                "Resource": f"arn:aws:ecr:*:{world.account_id}:repository/*",
+            },
+        ],
+    }
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    iam.put_role_policy(RoleName=name, PolicyName="ecr-pull", PolicyDocument=json.dumps(pull))
 
 
 def _examples_pointed_at(world: World, examples: Path, pinned_digests: dict[str, str]) -> str:
