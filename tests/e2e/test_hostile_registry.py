@@ -26,6 +26,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -125,68 +126,141 @@ def _rss_bytes(pid: int) -> int:
     return total
 
 
+# The control: an asyncio server in its own process doing nothing but answer, polled alongside /healthz.
+# This machine is shared (load average above 10 on 2 cores is common while other suites run), and a stall
+# that slows the control as much as the operator is the machine's, not the operator's event loop.
+CONTROL_SERVER = """
+import asyncio
+
+async def answer(reader, writer):
+    while (await reader.readline()) not in (b"\\r\\n", b"\\n", b""):
+        pass
+    writer.write(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\nok")
+    await writer.drain()
+    writer.close()
+
+async def main():
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
 @dataclass(frozen=True)
-class HealthSample:
+class Sample:
     began: float  # monotonic
+    ended: float
     wall: float  # time.time() when the request was sent
-    seconds: float
     problem: str
 
-    def cost(self) -> float:
-        return max(self.seconds, HEALTH_TIMEOUT) if self.problem else self.seconds
+    @property
+    def seconds(self) -> float:
+        return max(self.ended - self.began, HEALTH_TIMEOUT) if self.problem else self.ended - self.began
+
+    @property
+    def at(self) -> str:
+        return time.strftime("%H:%M:%S", time.gmtime(self.wall)) + f".{int(self.wall % 1 * 1000):03d}Z"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One /healthz answer, against the control's answers during the same time."""
+
+    sample: Sample
+    control: float  # the slowest control answer overlapping it
+
+    @property
+    def excess(self) -> float:
+        """The part of the wait the operator caused: what the control did not suffer too."""
+        return max(0.0, self.sample.seconds - self.control)
 
     def describe(self) -> str:
-        at = time.strftime("%H:%M:%S", time.gmtime(self.wall)) + f".{int(self.wall % 1 * 1000):03d}Z"
-        return f"at {at}" + (f": {self.problem}" if self.problem else "")
+        problem = f", {self.sample.problem}" if self.sample.problem else ""
+        return f"{self.sample.seconds:.2f}s at {self.sample.at} (control {self.control:.2f}s{problem})"
+
+
+def _poll(url: str) -> Sample:
+    began, wall = time.monotonic(), time.time()
+    problem = ""
+    try:
+        with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT) as response:  # noqa: S310 -- loopback
+            response.read()
+            if response.status != 200:
+                problem = f"HTTP {response.status}"
+    except (urllib.error.URLError, OSError) as error:
+        problem = repr(error)[:200]
+    return Sample(began, time.monotonic(), wall, problem)
 
 
 @dataclass
 class Watch:
-    """Polls /healthz every HEALTH_POLL s and samples RSS every second, in a thread, for the whole file."""
+    """Polls /healthz and the control every HEALTH_POLL s (a thread each) and samples the operator's RSS
+    every second, for the whole file."""
 
     health_url: str
     pid: int
-    health: list[HealthSample] = field(default_factory=list)
+    control: subprocess.Popen[bytes] | None = None
+    health: list[Sample] = field(default_factory=list)
+    controls: list[Sample] = field(default_factory=list)
     rss: list[tuple[float, int]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="healthz-watch", daemon=True)
-        self._thread.start()
+        self.control = subprocess.Popen(
+            [sys.executable, "-c", CONTROL_SERVER], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+        )
+        assert self.control.stdout is not None
+        control_url = f"http://127.0.0.1:{int(self.control.stdout.readline())}/"
+        self._threads = [
+            threading.Thread(target=self._run, args=(self.health_url, self.health, True), daemon=True),
+            threading.Thread(target=self._run, args=(control_url, self.controls, False), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(HEALTH_TIMEOUT + 2)
+        for thread in self._threads:
+            thread.join(HEALTH_TIMEOUT + 2)
+        if self.control is not None:
+            self.control.terminate()
+            self.control.wait(5)
 
-    def _run(self) -> None:
+    def _run(self, url: str, samples: list[Sample], measure_rss: bool) -> None:
         last_rss = 0.0
         while not self._stop.is_set():
-            began = time.monotonic()
-            problem = ""
-            try:
-                with urllib.request.urlopen(self.health_url, timeout=HEALTH_TIMEOUT) as response:  # noqa: S310
-                    response.read()
-                    if response.status != 200:
-                        problem = f"HTTP {response.status}"
-            except (urllib.error.URLError, OSError) as error:
-                problem = repr(error)[:200]
+            samples.append(_poll(url))
             now = time.monotonic()
-            self.health.append(HealthSample(began, time.time() - (now - began), now - began, problem))
-            if now - last_rss >= 1.0:
+            if measure_rss and now - last_rss >= 1.0:
                 self.rss.append((now, _rss_bytes(self.pid)))
                 last_rss = now
             self._stop.wait(HEALTH_POLL)
 
+    def verdicts(self, since: float = 0.0) -> list[Verdict]:
+        controls = list(self.controls)
+        return [
+            Verdict(
+                sample,
+                max(
+                    (c.seconds for c in controls if c.began < sample.ended and c.ended > sample.began),
+                    default=0.0,
+                ),
+            )
+            for sample in list(self.health)
+            if sample.began >= since
+        ]
+
     def worst_health(self, since: float = 0.0) -> tuple[float, str]:
-        """The slowest /healthz answer since ``since`` (a failed one counts as HEALTH_TIMEOUT), and when
-        (UTC, to find in the operator's log) and why."""
-        window = [sample for sample in self.health if sample.began >= since]
-        if not window:
-            return 0.0, ""
-        worst = max(window, key=HealthSample.cost)
-        return worst.cost(), worst.describe()
+        """The largest part of a /healthz wait the operator caused since ``since`` (a failed answer counts
+        as HEALTH_TIMEOUT), and that answer described (UTC time to find in the operator's log)."""
+        verdicts = self.verdicts(since)
+        if not verdicts:
+            return 0.0, "no answers"
+        worst = max(verdicts, key=lambda verdict: verdict.excess)
+        return worst.excess, worst.describe()
 
     def max_rss(self, since: float = 0.0) -> int:
         return max((rss for when, rss in self.rss if when >= since), default=0)
@@ -350,6 +424,8 @@ def hostile(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "ECR_OPERATOR_MIRROR_ALLOWED_SOURCES": "127.0.0.1/32",
         **SHORT_SETTINGS,
     }
+    if os.environ.get("PYTHONASYNCIODEBUG"):  # diagnosis: asyncio then logs every callback over 100 ms
+        env["PYTHONASYNCIODEBUG"] = os.environ["PYTHONASYNCIODEBUG"]
     log = directory / "operator.log"
     with log.open("wb") as log_file:
         process = subprocess.Popen(
@@ -585,8 +661,11 @@ class Case:
         """The operator-wide checks over this case's window, then fail with everything found."""
         worst, when = self.hostile.watch.worst_health(self.began)
         rss = self.hostile.watch.max_rss(self.began)
-        self.note(f"/healthz slowest {worst:.3f}s ({when}); operator RSS max {rss / 2**20:.0f} MiB")
-        self.check(worst < HEALTHZ_LIMIT, f"/healthz took {worst:.1f} s (limit {HEALTHZ_LIMIT:.0f} s) {when}")
+        self.note(f"/healthz: worst {worst:.2f}s beyond the control ({when}); RSS max {rss / 2**20:.0f} MiB")
+        self.check(
+            worst < HEALTHZ_LIMIT,
+            f"/healthz waited {worst:.1f} s more than the control (limit {HEALTHZ_LIMIT:.0f} s): {when}",
+        )
         self.check(rss < RSS_LIMIT, f"operator RSS reached {rss / 2**20:.0f} MiB (limit {RSS_LIMIT >> 20})")
         self.check(self.hostile.operator.alive(), "the operator process died")
         report = "\n  ".join([f"{self.behaviour} ({time.monotonic() - self.began:.0f}s):", *self.notes])
@@ -811,14 +890,15 @@ def test_every_hostile_behaviour_at_once(hostile: Hostile) -> None:
 
 def test_the_operator_stayed_responsive_and_small_across_the_file(hostile: Hostile) -> None:
     """Over the whole file, between the cases too (set-up, namespace deletion, the daemons' retries)."""
-    worst, _ = hostile.watch.worst_health()
-    rss = hostile.watch.max_rss()
-    slowest = sorted(hostile.watch.health, key=HealthSample.cost, reverse=True)[:5]
-    listing = ", ".join(f"{sample.seconds:.2f}s {sample.describe()}" for sample in slowest)
+    watch = hostile.watch
+    worst, _ = watch.worst_health()
+    rss = watch.max_rss()
+    slowest = sorted(watch.verdicts(), key=lambda verdict: verdict.sample.seconds, reverse=True)[:5]
+    listing = ", ".join(verdict.describe() for verdict in slowest)
     print(
-        f"whole file: {len(hostile.watch.health)} /healthz polls, slowest {listing};"
-        f" operator RSS max {rss / 2**20:.0f} MiB over {len(hostile.watch.rss)} samples"
+        f"whole file: {len(watch.health)} /healthz answers, slowest {listing};"
+        f" operator RSS max {rss / 2**20:.0f} MiB over {len(watch.rss)} samples"
     )
     assert hostile.operator.alive(), "the operator process died"
-    assert worst < HEALTHZ_LIMIT, f"/healthz took {worst:.1f} s at worst; slowest: {listing}"
+    assert worst < HEALTHZ_LIMIT, f"/healthz waited {worst:.1f} s more than the control; slowest: {listing}"
     assert rss < RSS_LIMIT, f"operator RSS reached {rss / 2**20:.0f} MiB (limit {RSS_LIMIT >> 20} MiB)"
