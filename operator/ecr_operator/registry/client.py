@@ -207,6 +207,14 @@ class RegistryClient:
     Construct one per set of credentials over the process's shared HttpSender/aiohttp session; it is
     cheap. ``endpoints`` maps a registry name to the ``host:port`` that really serves it (ECR through
     moto's stand-in); ``insecure_registries`` lists names or hosts spoken to over plain HTTP.
+
+    No registry can hold the caller: every small exchange (HEAD, manifest, tag/referrer page, token,
+    upload session) runs under ``deadlines.request``, blob streams under the throughput floor of
+    ``deadlines`` (see ``limits.Deadlines``; the session made by ``create_session`` adds the connect and
+    read deadlines); listings and copies are bounded by ``limits`` (``limits.Limits``); ``retry`` caps
+    ``Retry-After`` and the total sleep. ``token_cache`` is the process's shared ``BearerTokenCache``.
+    Every failure is a RegistryError subclass; ``retryable`` and ``retry_after`` say whether and when
+    to come back.
     """
 
     def __init__(
