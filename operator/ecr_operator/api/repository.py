@@ -612,7 +612,12 @@ class RepositorySettings(ApiModel):
     )
     pull_secret: PullSecret | None = Field(
         default=None,
-        description="Keep an imagePullSecret for this registry in this namespace (refreshed before expiry).",
+        description=(
+            "Keep an imagePullSecret for this registry in this namespace (refreshed before expiry). Its token"
+            " is minted from the pull-only role the cluster admin configured for the namespace, never from the"
+            " operator's own credentials; without one no secret is written (PullSecretReady=False, reason"
+            " NoPullIdentity)."
+        ),
     )
     deletion_policy: DeletionPolicy = Field(
         default=DeletionPolicy.RETAIN,
