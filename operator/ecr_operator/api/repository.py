@@ -614,8 +614,8 @@ class RepositorySettings(ApiModel):
         default=None,
         description=(
             "Keep an imagePullSecret for this registry in this namespace (refreshed before expiry). Its token"
-            " is minted from the pull-only role the cluster admin configured for the namespace, never from the"
-            " operator's own credentials; without one no secret is written (PullSecretReady=False, reason"
+            " is minted from the pull-only role the cluster admin configured for the namespace, never from"
+            " the operator's own credentials; without one no secret is written (PullSecretReady=False, reason"
             " NoPullIdentity)."
         ),
     )
