@@ -297,6 +297,9 @@ class MirrorPass:
         if isinstance(target, Failure):
             return target
         try:
+            # Building a boto3 client costs ~0.2 s of CPU (more on a busy node); do it off the event loop,
+            # so the describe below, which runs on the loop, finds it cached.
+            await asyncio.to_thread(self.runtime.aws.client, "ecr", target.identity)
             observed = await self.runtime.ecr.observe_ownership(
                 RegistryRef(target.identity, target.account_id), target.repository_name
             )
