@@ -18,6 +18,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -54,10 +55,14 @@ class Seen:
 @dataclass
 class ScriptedServer:
     """HTTPS on 127.0.0.1 with a certificate of the world's CA. ``routes`` maps a path prefix to a
-    behaviour: ``hang`` (never answer), or ``(status, headers, body)``. Records connections and requests."""
+    behaviour: ``hang`` (never answer), ``forward`` (to ``upstream``), or ``(status, headers, body)``.
+    Records connections and requests."""
 
     port: int
     routes: dict[str, Any] = field(default_factory=dict)
+    upstream: str | None = None
+    """Base URL that ``forward`` routes are passed to (a world registry)."""
+    upstream_context: ssl.SSLContext | None = None
     connections: int = 0
     requests: list[Seen] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -65,6 +70,22 @@ class ScriptedServer:
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def forward(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        assert self.upstream is not None
+        wanted = {key: value for key, value in headers.items() if key.lower() == "accept"}
+        request = urllib.request.Request(f"{self.upstream}{path}", method=method, headers=wanted)
+        try:
+            opened = urllib.request.urlopen(request, context=self.upstream_context, timeout=30)  # noqa: S310
+            with opened as response:
+                status, answer, body = response.status, response.headers, response.read()
+        except urllib.error.HTTPError as error:
+            status, answer, body = error.code, error.headers, error.read()
+        kept = ("Content-Type", "Docker-Content-Digest", "Content-Length")
+        out = {name: answer[name] for name in kept if answer.get(name) is not None}
+        if method != "HEAD":
+            out["Content-Length"] = str(len(body))
+        return status, out, body
 
     def answer(self, path: str) -> Any:
         matches = [prefix for prefix in self.routes if path.startswith(prefix)]
@@ -91,6 +112,8 @@ def scripted(world: World, tmp_path: Path) -> Iterator[ScriptedServer]:
             if behaviour == "hang":
                 state.stopping.wait(120)
                 return
+            if behaviour == "forward":
+                behaviour = state.forward(self.command, self.path, dict(self.headers.items()))
             status, headers, body = behaviour
             self.send_response(status)
             for name, value in {"Content-Length": str(len(body)), **headers}.items():
@@ -522,6 +545,45 @@ def test_f7_a_pass_against_a_silent_upstream_ends_at_its_deadline_and_says_so(
         ),
         timeout=30,
     )
+
+
+def test_f7_a_pass_cut_short_by_its_deadline_records_the_tags_it_copied(
+    world: World, operator: StartOperator, namespace: str, scripted: ScriptedServer
+) -> None:
+    source = world.registry_client("anonymous")
+    repository = f"{namespace}/app"
+    source.push_image(repository, "v1")
+    copied = source.push_image(repository, "v2")
+    scripted.upstream = world.registries["anonymous"].url
+    scripted.upstream_context = ssl.create_default_context(cafile=str(world.ca_bundle))
+    scripted.routes["/"] = "forward"
+    scripted.routes[f"/v2/{repository}/manifests/v1"] = "hang"  # v2 (newest) is copied first, then v1 hangs
+    operator(**ALLOW_LOOPBACK, ECR_OPERATOR_MIRROR_PASS_TIMEOUT="5")
+    destination = ecr_repository(world, namespace, "app")
+    repository_ready(world, namespace, "app")
+    apply(
+        world,
+        image_mirror(
+            namespace,
+            "app",
+            f"{scripted.host}/{repository}",
+            tags={"list": ["v1", "v2"]},
+            destination={"repositoryRef": {"name": "app"}},
+        ),
+    )
+
+    mirror = failed_with(world, namespace, "app", timeout=40)
+
+    message = condition(mirror, "Synced")["message"]
+    assert condition(mirror, "Synced")["reason"] == "PassTimedOut"
+    assert "1 of 2 images done; not done: v1." in message
+    assert [(entry["tag"], entry["destinationDigest"]) for entry in mirror["status"]["tags"]] == [
+        ("v2", copied)
+    ]
+    assert ecr_digest(world, destination, "v2") == copied
+    assert ecr_digest(world, destination, "v1") is None
+    reasons = {event["reason"] for event in events(world, namespace, "app")}
+    assert {"ImageCopied", "PassTimedOut"} <= reasons
 
 
 # --- F10: nonsense upstream answers are reported failures, never a dead loop ------------------------------
