@@ -74,7 +74,8 @@ class ScriptedServer:
     def forward(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         assert self.upstream is not None
         wanted = {key: value for key, value in headers.items() if key.lower() == "accept"}
-        request = urllib.request.Request(f"{self.upstream}{path}", method=method, headers=wanted)
+        url = f"{self.upstream}{path}"  # a world registry's https URL
+        request = urllib.request.Request(url, method=method, headers=wanted)  # noqa: S310
         try:
             opened = urllib.request.urlopen(request, context=self.upstream_context, timeout=30)  # noqa: S310
             with opened as response:
