@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import DeferredRefreshableCredentials
@@ -182,11 +181,9 @@ class AwsClients:
             client = self._clients.get(key)
             if client is None:
                 session = self._session_for(identity.role_arn, identity.region)
-                client = boto3.Session(botocore_session=session).client(
-                    service,  # type: ignore[call-overload]  # service is one of the overloads above
-                    region_name=identity.region,
-                    config=self._config,
-                )
+                # botocore's own create_client: boto3.Session() would append its data path to the shared
+                # loader's search paths on every call, and adds nothing these services use.
+                client = session.create_client(service, region_name=identity.region, config=self._config)
                 self._clients[key] = client
                 # Dropped, not closed: another thread may be in a call on it; it closes when collected.
                 while len(self._clients) > self._max_clients:
@@ -218,6 +215,10 @@ class AwsClients:
 
     def _new_session(self) -> botocore.session.Session:
         session = botocore.session.get_session()
+        if self._base_session is not None:
+            # One loader (and its cache of parsed service models) for all sessions: each session loading
+            # its own costs ~8.5 MiB per assumed role (measured), 0.3 MiB shared.
+            session.register_component("data_loader", self._base_session.get_component("data_loader"))
         if self._metrics is not None:
             # needs-retry fires once per HTTP attempt (after-call only once per API call), so the metric
             # counts what AWS actually received, retries included, and sees throttling that was retried.
