@@ -345,6 +345,27 @@ def test_the_prefix_is_whole_segments_so_a_namespace_never_claims_a_longer_names
     assert tenancy_refusal(spec(), "team/a/app", "team", settings) is None
 
 
+NAMESPACE_NAMES = st.from_regex(r"\A[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?\Z")
+
+
+@given(
+    first=NAMESPACE_NAMES,
+    second=NAMESPACE_NAMES,
+    template=st.sampled_from(
+        ["{namespace}/", "teams/{namespace}/", "{cluster_id}/{namespace}/", "ns-{namespace}/"]
+    ),
+    rest=st.from_regex(r"\A[a-z0-9]+([._/-][a-z0-9]+)*\Z"),
+)
+def test_no_repository_name_is_allowed_to_two_namespaces(
+    first: str, second: str, template: str, rest: str
+) -> None:
+    settings = Settings(repository_name_prefix=template)
+    name = settings.repository_prefix(second) + rest
+
+    assert settings.repository_name_allowed(name, second)
+    assert settings.repository_name_allowed(name, first) == (first == second)
+
+
 def test_owner_tag_values_are_unambiguous_and_fit_a_tag_value() -> None:
     long_name = "a" * 253
     first = owner_tag_value("cluster", "ns", long_name)
