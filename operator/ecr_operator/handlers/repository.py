@@ -350,11 +350,17 @@ def _deletion_target(body: kopf.Body, memo: Runtime) -> _DeletionTarget | str:
         return "its spec names no valid registry"
     repository_name = spec.get("repositoryName") or name
     if registry.role_arn is not None and not memo.settings.role_arn_allowed(registry.role_arn, namespace):
-        return f"registry.roleArn {registry.role_arn} is not allowed for namespace {namespace}"
+        return (
+            f"registry.roleArn {registry.role_arn} is not allowed for namespace {namespace}"
+            " (ECR_OPERATOR_ALLOWED_ROLE_ARNS)"
+        )
     if not isinstance(repository_name, str) or not memo.settings.repository_name_allowed(
         repository_name, namespace
     ):
-        return f"repository name {repository_name!r} is not allowed in namespace {namespace}"
+        return (
+            f"repository name {repository_name!r} is not allowed in namespace {namespace}"
+            " (ECR_OPERATOR_REPOSITORY_NAME_PREFIX)"
+        )
     try:
         roles = identity_roles(EcrRepositorySpec.model_validate(dict(spec)).access)
     except ValidationError:
