@@ -130,8 +130,8 @@ class EcrRepositories:
         self._pending: dict[RegistryRef, _Batch] = {}
         self._flushes: set[asyncio.Task[None]] = set()
 
-    def _client(self, registry: RegistryRef) -> ECRClient:
-        return self._clients.client("ecr", registry.identity)
+    async def _client(self, registry: RegistryRef) -> ECRClient:
+        return await self._clients.client_off_loop("ecr", registry.identity)
 
     # --- reading ------------------------------------------------------------------------------------
 
@@ -184,7 +184,7 @@ class EcrRepositories:
         self, registry: RegistryRef, names: Sequence[str]
     ) -> dict[str, RepositoryDescription]:
         """Describe existing repositories among ``names`` in as few calls as the missing ones allow."""
-        client = self._client(registry)
+        client = await self._client(registry)
         found: dict[str, RepositoryDescription] = {}
         pending = [
             list(dict.fromkeys(names[start : start + self._batch_size]))
@@ -230,21 +230,21 @@ class EcrRepositories:
         return ObservedRepository(description, await self.tags(registry, description.arn))
 
     async def tags(self, registry: RegistryRef, arn: str) -> dict[str, str]:
-        client = self._client(registry)
+        client = await self._client(registry)
         response = await call_aws(
             SERVICE, "ListTagsForResource", client.list_tags_for_resource, resourceArn=arn
         )
         return {tag["Key"]: tag["Value"] for tag in response.get("tags", [])}
 
     async def lifecycle_policy(self, registry: RegistryRef, name: str) -> str | None:
-        client = self._client(registry)
+        client = await self._client(registry)
         response = await self._read_policy(
             registry, name, "GetLifecyclePolicy", client.get_lifecycle_policy, LIFECYCLE_POLICY_NOT_FOUND
         )
         return None if response is None else response.get("lifecyclePolicyText")
 
     async def repository_policy(self, registry: RegistryRef, name: str) -> str | None:
-        client = self._client(registry)
+        client = await self._client(registry)
         response = await self._read_policy(
             registry, name, "GetRepositoryPolicy", client.get_repository_policy, REPOSITORY_POLICY_NOT_FOUND
         )
@@ -276,7 +276,7 @@ class EcrRepositories:
 
         Deleting something already absent succeeds: every action is safe to repeat after a crash.
         """
-        client = self._client(registry)
+        client = await self._client(registry)
         where = registry.parameters()
         match action:
             case CreateRepository():

@@ -26,7 +26,7 @@ class IamRolePolicies:
 
     async def document(self, identity: AwsIdentity, policy: ManagedPolicy) -> Mapping[str, Any] | None:
         """The inline policy's document, or None when the role has no policy of that name (or no role)."""
-        client = self._clients.client("iam", identity)
+        client = await self._clients.client_off_loop("iam", identity)
         try:
             response = await call_aws(
                 SERVICE,
@@ -46,7 +46,7 @@ class IamRolePolicies:
 
     async def apply(self, identity: AwsIdentity, action: IdentityAction) -> None:
         """Put or delete one inline policy; deleting an absent one (or from an absent role) succeeds."""
-        client = self._clients.client("iam", identity)
+        client = await self._clients.client_off_loop("iam", identity)
         match action:
             case PutRolePolicy():
                 await call_aws(

@@ -11,6 +11,7 @@ sessions kept are bounded (least recently used dropped first).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
 from collections import OrderedDict
@@ -191,6 +192,17 @@ class AwsClients:
             else:
                 self._clients.move_to_end(key)
             return client
+
+    @overload
+    async def client_off_loop(self, service: Literal["ecr"], identity: AwsIdentity) -> ECRClient: ...
+    @overload
+    async def client_off_loop(self, service: Literal["iam"], identity: AwsIdentity) -> IAMClient: ...
+    @overload
+    async def client_off_loop(self, service: Literal["sts"], identity: AwsIdentity) -> STSClient: ...
+    async def client_off_loop(self, service: str, identity: AwsIdentity) -> Any:
+        """``client`` for coroutines: building a client loads botocore's service model (hundreds of ms on a
+        busy node) under a lock a worker thread may hold, so it never runs on the event loop."""
+        return await asyncio.to_thread(lambda: self.client(service, identity))  # type: ignore[call-overload]
 
     def _session_for(self, role_arn: str | None, region: str) -> botocore.session.Session:
         if self._base_session is None:

@@ -247,7 +247,8 @@ class EcrTokenSource:
     async def __call__(self, identity: AwsIdentity) -> FetchedToken:
         try:
             # Without registryIds (deprecated): the token opens every registry the identity may reach.
-            response = await asyncio.to_thread(self._clients.client("ecr", identity).get_authorization_token)
+            client = await self._clients.client_off_loop("ecr", identity)
+            response = await asyncio.to_thread(client.get_authorization_token)
         except (ClientError, BotoCoreError) as error:
             raise TokenRefreshError(
                 TOKEN_REFRESH_FAILED, f"GetAuthorizationToken failed ({error_code(error)})"
@@ -298,7 +299,7 @@ def sts_caller_account(clients: AwsClients) -> AccountLookup:
     """``GetCallerIdentity`` with the operator's own credentials (it needs no IAM permission)."""
 
     async def lookup(region: str) -> str:
-        sts = clients.client("sts", AwsIdentity(region=region))
+        sts = await clients.client_off_loop("sts", AwsIdentity(region=region))
         try:
             response = await asyncio.to_thread(sts.get_caller_identity)
         except (ClientError, BotoCoreError) as error:
