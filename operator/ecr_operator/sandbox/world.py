@@ -149,6 +149,9 @@ class World:
         self.startup_milestones = state.startup_milestones
         self._processes = processes
         self._ca: CertificateAuthority | None = None
+        # Whom ``operator_env()`` runs the operator as when not told: the admin, unless the test harness
+        # names the chart's ServiceAccount here (tests/operator_fixture.py): every e2e test proves its RBAC.
+        self.operator_kubeconfig: Path | None = None
 
     # -- files ---------------------------------------------------------------------------------------------
 
@@ -341,7 +344,7 @@ class World:
         """Everything the operator process needs to run against this world (and nothing from the host
         except PATH and HOME)."""
         env = {
-            "KUBECONFIG": str(kubeconfig or self.kubeconfig),
+            "KUBECONFIG": str(kubeconfig or self.operator_kubeconfig or self.kubeconfig),
             **self.aws_env(),
             "ECR_OPERATOR_REGISTRY_HOST_OVERRIDES": json.dumps(self.registry_host_overrides()),
             "ECR_OPERATOR_CA_BUNDLE": str(self.ca_bundle),
@@ -353,7 +356,11 @@ class World:
 
     def shell_env(self) -> dict[str, str]:
         """What ``sandbox up`` writes to ``state_dir/env``: the operator environment and registry details."""
-        env = {key: value for key, value in self.operator_env().items() if key not in ("PATH", "HOME")}
+        env = {
+            key: value
+            for key, value in self.operator_env(self.kubeconfig).items()
+            if key not in ("PATH", "HOME")
+        }
         env["ECR_SANDBOX_STATE_DIR"] = str(self.state_dir)
         env["REGISTRY_AUTH_FILE"] = str(self.registry_auth_file)
         for name, info in self.registries.items():
