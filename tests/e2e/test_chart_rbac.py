@@ -7,14 +7,16 @@ ServiceAccount and fails the session on any 403); these tests pin that nothing m
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from ecr_operator.sandbox.tools import tool_path
 from ecr_operator.sandbox.world import World
-from operator_fixture import ChartIdentity
+from operator_fixture import CHART, ChartIdentity
 
 pytestmark = pytest.mark.e2e
 
@@ -128,3 +130,20 @@ def test_the_pull_secret_only_role_grants_nothing_the_chart_does_not(chart_ident
     [document] = [doc for doc in yaml.safe_load_all(PULL_SECRETS_RBAC.read_text()) if doc]
 
     assert _rules(document["rules"]) <= _rules(chart_identity.rules)
+
+
+def _deployment_env(*values: str) -> dict[str, str]:
+    helm = [str(tool_path("helm")), "template", "r", str(CHART), "--show-only", "templates/deployment.yaml"]
+    result = subprocess.run([*helm, *values], capture_output=True, text=True, timeout=120, check=True)
+    [deployment] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return {
+        item["name"]: item.get("value")
+        for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+
+
+def test_the_allowed_regions_value_becomes_the_setting() -> None:
+    """Not RBAC, but the other bound on what tenants can make the operator hold: regions (issue 8, F15)."""
+    assert json.loads(_deployment_env()["ECR_OPERATOR_ALLOWED_REGIONS"]) == []
+    chosen = _deployment_env("--set", "aws.allowedRegions={eu-west-1,xx-new-1}")
+    assert json.loads(chosen["ECR_OPERATOR_ALLOWED_REGIONS"]) == ["eu-west-1", "xx-new-1"]
