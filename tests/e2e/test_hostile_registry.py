@@ -51,6 +51,10 @@ GOOD_SYNC_LIMIT = 10.0
 HEALTHZ_LIMIT = 1.0
 RSS_LIMIT = 200 * 1024 * 1024
 MAX_PAGES = 1000
+# Realm churn with tokens small enough to be cached: a cache that never forgets keeps them all.
+CHURN_TAGS = 100
+CHURN_ROUNDS = 10
+CHURN_RSS_GROWTH = 40.0  # MiB; the tokens alone are ~60 MiB
 # How long a hostile mirror may take to report its failure: a pass deadline (when the operator has one, it
 # is set short below) plus slack for kopf's retry and the status write; without one, a generous default.
 PASS_TIMEOUT = 20.0
@@ -791,6 +795,36 @@ def test_realm_churn_with_giant_tokens_does_not_grow_the_token_cache(hostile: Ho
         for name in case.mirrors:
             case.requests_bounded(name, MAX_PAGES)
             case.requests_bounded(name, 300, "token")
+        case.finish()
+
+
+def test_realm_churn_with_tokens_that_fit_keeps_the_token_cache_bounded(hostile: Hostile) -> None:
+    """60 KiB tokens pass the client's size check and are cached: 1,000 of them (~60 MiB) must not stay."""
+    tags = [f"v{number}" for number in range(CHURN_TAGS)]
+    with Case(hostile, "realm-churn") as case:
+        case.add("fits", "fits", tags={"list": tags})
+        case.start()
+        case.fails("fits")
+        repository = case.mirrors["fits"]
+        before = _rss_bytes(hostile.operator.process.pid)
+        for _ in range(CHURN_ROUNDS):
+            wanted = hostile.repository_stats(repository)["endpoints"].get("token", 0) + CHURN_TAGS
+            request_sync(case.world, case.namespace, "fits")
+
+            def round_done(wanted: int = wanted) -> bool:
+                return int(hostile.repository_stats(repository)["endpoints"].get("token", 0)) >= wanted
+
+            wait_for(round_done, 20)
+        case.good_mirror_syncs("after a thousand realms")
+        after = _rss_bytes(hostile.operator.process.pid)
+        stats = hostile.repository_stats(repository)
+        tokens = stats["endpoints"].get("token", 0)
+        growth = (after - before) / 2**20
+        case.note(
+            f"fits: {tokens} tokens of 60 KiB taken (~{tokens * 60 / 1024:.0f} MiB); RSS {growth:+.0f} MiB"
+        )
+        case.check(tokens >= CHURN_TAGS * CHURN_ROUNDS // 2, f"fits: only {tokens} tokens asked for")
+        case.check(growth < CHURN_RSS_GROWTH, f"fits: RSS grew {growth:.0f} MiB over the churn")
         case.finish()
 
 

@@ -17,6 +17,7 @@ second (where a behaviour has variants) the variant, e.g. ``trickle/body/team-a`
   blobs are served correctly);
 - ``realm-churn/*``: every request answered ``401`` with a Bearer realm on a new URL of this server each
   time; every realm's token endpoint hands out a 1 MiB token with ``expires_in: 1e300``;
+  ``realm-churn/fits/*``: the same with 60 KiB tokens, small enough for a client to accept and cache;
 - ``malformed/tags/*``: tags ``1.0.0``, ``v1``, a 4,400-digit tag and ``-bad``;
   ``malformed/digest/*``: manifests served with ``Docker-Content-Digest: x:y``;
   ``malformed/platform/*``: tag ``v1`` is an index whose second child's platform string is 100 characters;
@@ -59,6 +60,7 @@ JSON = "application/json"
 
 DUPLICATE_CHILDREN = 2000
 TOKEN_BYTES = 1024 * 1024
+FITTING_TOKEN_BYTES = 60 * 1024
 HUGE_TAG_DIGITS = 4400
 LONG_PLATFORM_CHARS = 100
 REDOS_BAIT = "a" * 30 + "-"
@@ -289,7 +291,7 @@ class HostileRegistry:
             return _json(self.stats.snapshot())
         realm = _REALM_PATH.match(url.path)
         if realm:
-            return self._token()
+            return self._token(query)
         match = _API_PATH.match(url.path)
         if match is None:
             return _error(404, "NOT_FOUND", f"no such endpoint {url.path}")
@@ -398,10 +400,13 @@ class HostileRegistry:
         )
         return _error(401, "UNAUTHORIZED", "authentication required", ("WWW-Authenticate", challenge))
 
-    def _token(self) -> Answer:
-        token = f"{next(self._realms)}.{self._token_body}"
-        body = ('{"token": "' + token + '", "expires_in": 1e300}').encode()
+    def _token(self, query: Mapping[str, list[str]]) -> Answer:
+        scope = query.get("scope", [""])[0]
+        fits = scope.startswith("repository:realm-churn/fits/")
+        filler = self._token_body[:FITTING_TOKEN_BYTES] if fits else self._token_body
+        token = f"{next(self._realms)}.{filler}"
         self.stats.token(len(token))
+        body = ('{"token": "' + token + '", "expires_in": 1e300}').encode()
         return Answer(200, body, (("Content-Type", JSON),))
 
 
