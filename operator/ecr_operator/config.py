@@ -414,9 +414,7 @@ class Settings(BaseSettings):
     adoption_namespaces: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_decode_name_list)] = ()
     """Namespaces (globs) whose EcrRepositories may adopt an existing repository without owner tag; empty
     means none may (a tenant must not take over repositories made by hand or by Terraform)."""
-    adopted_deletion_namespaces: Annotated[
-        tuple[str, ...], NoDecode, BeforeValidator(_decode_name_list)
-    ] = ()
+    adopted_deletion_namespaces: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_decode_name_list)] = ()
     """Namespaces (globs) where deletionPolicy DeleteIfEmpty/ForceDelete applies to adopted repositories
     too; elsewhere an adopted repository is always retained."""
     allowed_identity_policy_roles: Annotated[tuple[RoleArnRule, ...], NoDecode, JsonValue] = ()
