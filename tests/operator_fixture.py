@@ -41,6 +41,7 @@ CHART_RELEASE = "ecr-operator-e2e"
 CHART_NAMESPACE = "kube-system"
 CHART_RBAC_TEMPLATES = ("templates/serviceaccount.yaml", "templates/rbac.yaml")
 TOKEN_LIFETIME = "48h"
+NAMESPACE_DOCUMENT = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CHART_NAMESPACE}}
 
 
 def free_port() -> int:
@@ -222,7 +223,8 @@ def chart_identity(world: World, tmp_path_factory: pytest.TempPathFactory) -> It
         "apply",
         "--filename",
         "-",
-        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": documents}),
+        # The apiserver creates kube-system itself, but perhaps not yet in a world started a moment ago.
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [NAMESPACE_DOCUMENT, *documents]}),
     )
     account = by_kind["ServiceAccount"]["metadata"]["name"]
     token = world.kubectl(
