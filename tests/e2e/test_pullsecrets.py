@@ -155,6 +155,9 @@ def repository(namespace: str, name: str, pull_secret: dict[str, Any], **registr
         "kind": "EcrRepository",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
+            # ECR names are account-wide and Retain keeps them: a name of the namespace's own never meets
+            # a repository another test of the session left behind (that one would answer Conflict).
+            "repositoryName": f"{namespace}/{name}",
             "registry": {"region": "us-east-1", "accountId": "123456789012", **registry},
             "pullSecret": pull_secret,
         },
