@@ -47,10 +47,12 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
+
+from ecr_operator.sandbox.tls_server import TlsThreadingHTTPServer
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -490,35 +492,19 @@ class HostileRequestHandler(BaseHTTPRequestHandler):
         """http.server's own per-request lines on stderr: the access log on stdout says it all."""
 
 
-class HostileServer(ThreadingHTTPServer):
-    daemon_threads = True
+class HostileServer(TlsThreadingHTTPServer):
     # Many connections at once: each trickle holds one (and its thread) until the client gives up.
     request_queue_size = 128
 
     def __init__(self, registry: HostileRegistry, tls_cert: Path, tls_key: Path) -> None:
-        super().__init__(("127.0.0.1", registry.port), HostileRequestHandler)
+        super().__init__(registry.port, HostileRequestHandler, tls_cert, tls_key)
         self.registry = registry
         self._log_lock = threading.Lock()
-        self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self._tls.load_cert_chain(str(tls_cert), str(tls_key))
 
     def write_log(self, line: str) -> None:
         with self._log_lock:
             sys.stdout.write(line)
             sys.stdout.flush()
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        # TLS handshake in the per-connection thread: a client stalling mid-handshake blocks only itself.
-        try:
-            tls_socket = self._tls.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
-            return
-        try:
-            super().finish_request(tls_socket, client_address)
-        except (ssl.SSLError, OSError):
-            pass
-        finally:
-            tls_socket.close()
 
 
 def fetch_stats(url: str, ca_bundle: Path, timeout: float = 10.0) -> dict[str, Any]:

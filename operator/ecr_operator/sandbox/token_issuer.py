@@ -20,11 +20,10 @@ import binascii
 import datetime
 import json
 import secrets
-import ssl
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -34,6 +33,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from pydantic import BaseModel, ConfigDict
+
+from ecr_operator.sandbox.tls_server import TlsThreadingHTTPServer
 
 USER_ACTIONS = frozenset({"pull", "push", "delete", "*"})
 
@@ -213,25 +214,11 @@ class TokenRequestHandler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
-class TokenServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class TokenServer(TlsThreadingHTTPServer):
     def __init__(self, issuer: TokenIssuer) -> None:
-        super().__init__(("127.0.0.1", issuer.config.port), TokenRequestHandler)
+        config = issuer.config
+        super().__init__(config.port, TokenRequestHandler, config.tls_cert, config.tls_key)
         self.issuer = issuer
-        self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self._tls.load_cert_chain(str(issuer.config.tls_cert), str(issuer.config.tls_key))
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        # TLS handshake in the per-request thread: a client that stalls mid-handshake blocks only itself.
-        try:
-            tls_socket = self._tls.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
-            return
-        try:
-            super().finish_request(tls_socket, client_address)
-        finally:
-            tls_socket.close()  # wrap_socket detached ``request``, so the server's own close won't reach it
 
 
 def main(argv: list[str] | None = None) -> None:
