@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -23,6 +25,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from ecr_operator.registry import client as client_module
 from ecr_operator.registry import mediatypes
 from ecr_operator.registry.auth import (
     MAX_TOKEN_LIFETIME,
@@ -489,6 +492,27 @@ async def test_an_index_listing_one_child_2000_times_copies_it_once_and_pushes_t
     assert destination_network.count("HEAD", f"/manifests/{child}") == 1
     assert destination_network.count("PUT", f"/manifests/{child}") == 1
     assert result.manifests_pushed == 2
+
+
+async def test_a_large_index_is_parsed_off_the_event_loop_and_a_small_one_on_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parsed_in: list[int] = []
+
+    def recording(raw: bytes, **options: Any) -> Any:
+        parsed_in.append(threading.get_ident())
+        return parse_manifest(raw, **options)
+
+    monkeypatch.setattr(client_module, "parse_manifest", recording)
+    child = {"mediaType": mediatypes.OCI_MANIFEST, "digest": "sha256:" + "a" * 64, "size": 500}
+    for count in (2, 2_000):
+        document = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": [child] * count}
+        raw = json.dumps(document).encode()
+        index = await client_module._parse_manifest(raw, content_type=mediatypes.OCI_INDEX)
+        assert len(index.children) == count
+    loop_thread = threading.get_ident()
+    assert parsed_in[0] == loop_thread
+    assert parsed_in[1] != loop_thread
 
 
 async def test_an_index_with_too_many_distinct_children_is_refused_before_any_push() -> None:
