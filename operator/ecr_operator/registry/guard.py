@@ -46,8 +46,9 @@ class SourceRefused(RegistryError):
 def refusal(host: str, addresses: Sequence[IPAddress]) -> SourceRefused:
     shown = ", ".join(sorted({str(address) for address in addresses})) or "no address"
     return SourceRefused(
-        f"{host} resolves to {shown}, in a range mirrors may not read from (loopback, link-local,"
-        " private or denied by the admin); an admin can allow it with ECR_OPERATOR_MIRROR_ALLOWED_SOURCES"
+        f"{host} resolves to {shown}, in a range mirrors may not read from (loopback, link-local, private,"
+        " another special-purpose range or an IPv6 form of one, or denied by the admin); an admin can allow"
+        " it with ECR_OPERATOR_MIRROR_ALLOWED_SOURCES"
     )
 
 
