@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -159,3 +160,25 @@ def test_sessions_of_many_roles_share_one_model_loader() -> None:
 
     # Each session loading its own service models cost ~8.5 MiB (340 MiB for 40 roles); shared, ~0.3 MiB.
     assert _rss_mib() - before < 60
+
+
+async def test_coroutines_get_clients_built_off_the_event_loop_and_cached_ones_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clients = AwsClients()
+    built_in: list[int] = []
+    build = AwsClients.client
+
+    def recording_client(self: AwsClients, service: str, identity: AwsIdentity) -> object:
+        built_in.append(threading.get_ident())
+        return build(self, service, identity)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(AwsClients, "client", recording_client)
+    identity = AwsIdentity(region="us-east-1")
+
+    first = await clients.client_off_loop("ecr", identity)
+    again = await clients.client_off_loop("ecr", identity)
+
+    assert again is first
+    assert len(built_in) == 1  # the second came from the cache, without a thread hop
+    assert built_in[0] != threading.get_ident()  # the first was built in a worker thread

@@ -201,7 +201,16 @@ class AwsClients:
     async def client_off_loop(self, service: Literal["sts"], identity: AwsIdentity) -> STSClient: ...
     async def client_off_loop(self, service: str, identity: AwsIdentity) -> Any:
         """``client`` for coroutines: building a client loads botocore's service model (hundreds of ms on a
-        busy node) under a lock a worker thread may hold, so it never runs on the event loop."""
+        busy node) under a lock a worker thread may hold, so it never runs on the event loop. A client
+        already built is returned at once (no thread hop per AWS call) when the lock is free."""
+        if self._lock.acquire(blocking=False):
+            try:
+                cached = self._clients.get((service, identity))
+                if cached is not None:
+                    self._clients.move_to_end((service, identity))
+                    return cached
+            finally:
+                self._lock.release()
         return await asyncio.to_thread(lambda: self.client(service, identity))  # type: ignore[call-overload]
 
     def _session_for(self, role_arn: str | None, region: str) -> botocore.session.Session:
