@@ -6,7 +6,6 @@ process runs here with a token of the chart's ServiceAccount — exactly the ide
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import time
@@ -19,6 +18,7 @@ import yaml
 
 from ecr_operator.sandbox.tools import tool_path
 from ecr_operator.sandbox.world import World
+from operator_fixture import token_kubeconfig
 
 pytestmark = pytest.mark.e2e
 
@@ -122,25 +122,7 @@ def installed_chart(world: World) -> Iterator[str]:
 def service_account_kubeconfig(world: World, namespace: str, tmp_path: Path) -> Path:
     """A kubeconfig carrying a TokenRequest token of the chart's ServiceAccount (what the pod would mount)."""
     token = world.kubectl("create", "token", RELEASE, "-n", namespace, "--duration=1h").stdout.strip()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "world",
-                "cluster": {
-                    "server": world.apiserver_url,
-                    "certificate-authority-data": base64.b64encode(world.ca_bundle.read_bytes()).decode(),
-                },
-            }
-        ],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "world", "user": "operator"}}],
-        "current-context": "operator",
-    }
-    path = tmp_path / "service-account.kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return token_kubeconfig(world, token, tmp_path / "service-account.kubeconfig")
 
 
 def can_i(world: World, kubeconfig: Path, *args: str) -> bool:
