@@ -10,16 +10,16 @@ DEBIAN_PACKAGES := docker-registry skopeo apache2-utils time
 PYTEST_ARGS ?=
 BENCH ?=
 BENCH_RESULTS ?= bench/results
-LINT_PATHS := $(wildcard operator tests bench)
+LINT_PATHS := $(wildcard operator sandbox tests bench)
 
 .PHONY: help
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml sandbox/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e ./sandbox
 	touch $@
 
 .PHONY: venv
@@ -65,7 +65,7 @@ test: deps lint typecheck ## lint, type checks, and every test (unit, integratio
 
 .PHONY: demo
 demo: deps ## start the local world, the operator and the examples (DEMO_ONCE=1 exits after printing)
-	$(BIN)/python -m ecr_operator.sandbox.demo
+	$(BIN)/python -m ecr_sandbox.demo
 
 .PHONY: bench
 bench: deps ## benchmarks side by side with peers (BENCH=group, BENCH_RESULTS=dir)

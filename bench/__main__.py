@@ -19,7 +19,7 @@ from pathlib import Path
 from bench import mirror
 from bench.peers import Peers, find_peers
 from bench.report import BenchLine, load_average, print_table, results_path, write_lines, write_meta
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.world import World
 
 Group = Callable[[World, Peers, Path, argparse.Namespace], tuple[list[BenchLine], dict[str, object]]]
 

@@ -38,8 +38,8 @@ from bench.measure import CommandFailed, Measured, require_gnu_time, run_measure
 from bench.peers import Peers
 from bench.report import BenchLine, Target, median, ours_at_most, ours_equal, ratio_at_most
 from ecr_operator.registry import AiohttpSender, Reference, RegistryClient, create_session, parse_reference
-from ecr_operator.sandbox.registries import RegistryInfo, parse_access_log
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.registries import RegistryInfo, parse_access_log
+from ecr_sandbox.world import World
 
 T = TypeVar("T")
 MB = 1_000_000

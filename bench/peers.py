@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ecr_operator.sandbox.tools import cache_dir
+from ecr_sandbox.tools import cache_dir
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ecr_operator.sandbox.processes import tail
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.processes import tail
+from ecr_sandbox.world import World
 
 # The ``operator`` fixture (``ecr-operator run`` as a real process), for the e2e and chaos layers.
 pytest_plugins = ["operator_fixture"]

@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
-from ecr_operator.sandbox.tools import tool_path
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.tools import tool_path
+from ecr_sandbox.world import World
 
 OPERATORS_KEY = pytest.StashKey[list["OperatorProcess"]]()
 STARTUP_TIMEOUT = 60.0

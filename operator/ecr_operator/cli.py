@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["sandbox"]:
-        from ecr_operator.sandbox.cli import main as sandbox_main
+        from ecr_sandbox.cli import main as sandbox_main
 
         return sandbox_main(arguments[1:])
     if arguments[:1] == ["mirror"]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.world import World
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 

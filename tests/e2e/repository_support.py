@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ecr_operator.sandbox.aws import AwsCall
-from ecr_operator.sandbox.kube import KubeApiError
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.aws import AwsCall
+from ecr_sandbox.kube import KubeApiError
+from ecr_sandbox.world import World
 
 T = TypeVar("T")
 API_PATH = "/apis/ecr-operator.io/v1alpha1"

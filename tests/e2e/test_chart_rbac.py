@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from ecr_operator.sandbox.tools import tool_path
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.tools import tool_path
+from ecr_sandbox.world import World
 from operator_fixture import CHART, ChartIdentity
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ from ecr_operator.api.common import Condition, ConditionStatus
 from ecr_operator.api.crd import CUSTOM_RESOURCES
 from ecr_operator.api.mirror import ImageMirrorSpec, ImageMirrorStatus
 from ecr_operator.api.repository import EcrRepositorySpec, EcrRepositoryStatus, LifecyclePolicy
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.world import World
 
 pytestmark = pytest.mark.e2e
 

@@ -39,8 +39,8 @@ from typing import Any
 import pytest
 
 from ecr_operator.config import Settings
-from ecr_operator.sandbox.hostile_registry import fetch_stats
-from ecr_operator.sandbox.world import HOSTILE_REGISTRY, World
+from ecr_sandbox.hostile_registry import fetch_stats
+from ecr_sandbox.world import HOSTILE_REGISTRY, World
 from operator_fixture import OPERATORS_KEY, OperatorProcess, free_port, operator_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

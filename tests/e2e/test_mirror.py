@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ecr_operator.sandbox.images import OCI_INDEX, OCI_MANIFEST, SandboxRegistryClient, sha256_digest
-from ecr_operator.sandbox.registries import RegistryRequest
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.images import OCI_INDEX, OCI_MANIFEST, SandboxRegistryClient, sha256_digest
+from ecr_sandbox.registries import RegistryRequest
+from ecr_sandbox.world import World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 

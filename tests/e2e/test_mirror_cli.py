@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ecr_operator.registry.reference import fallback_tag
-from ecr_operator.sandbox.images import (
+from ecr_sandbox.images import (
     MANIFEST_ACCEPT,
     OCI_CONFIG,
     OCI_INDEX,
@@ -26,8 +26,8 @@ from ecr_operator.sandbox.images import (
     SandboxRegistryClient,
     sha256_digest,
 )
-from ecr_operator.sandbox.registries import RegistryInfo, RegistryRequest
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.registries import RegistryInfo, RegistryRequest
+from ecr_sandbox.world import World
 
 pytestmark = pytest.mark.e2e
 

@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ecr_operator.sandbox.pki import CertificateAuthority
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.pki import CertificateAuthority
+from ecr_sandbox.world import World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

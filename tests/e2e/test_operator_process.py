@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.world import World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

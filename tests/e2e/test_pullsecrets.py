@@ -24,9 +24,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ecr_operator.sandbox.kube import KubeApiError
-from ecr_operator.sandbox.tools import tool_path
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.kube import KubeApiError
+from ecr_sandbox.tools import tool_path
+from ecr_sandbox.world import World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

@@ -31,7 +31,7 @@ from repository_support import (
 )
 
 from ecr_operator.reconcile.repository import identity_policy_stamp
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.world import World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

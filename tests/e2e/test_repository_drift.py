@@ -29,7 +29,7 @@ from repository_support import (
     wait_for_quiet_aws,
 )
 
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.world import World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

@@ -26,7 +26,7 @@ from repository_support import (
     wait_until_gone,
 )
 
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.world import World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

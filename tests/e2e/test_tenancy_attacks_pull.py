@@ -32,8 +32,8 @@ from test_pullsecrets import (
     service_account_of,
 )
 
-from ecr_operator.sandbox.aws import AwsCall, callers_by_role
-from ecr_operator.sandbox.world import AWS_TEST_CREDENTIAL, World
+from ecr_sandbox.aws import AwsCall, callers_by_role
+from ecr_sandbox.world import AWS_TEST_CREDENTIAL, World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

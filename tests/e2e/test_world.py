@@ -17,10 +17,10 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from ecr_operator.sandbox.hostile_registry import fetch_stats
-from ecr_operator.sandbox.images import parse_challenge, sha256_digest
-from ecr_operator.sandbox.tools import tool_path
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.hostile_registry import fetch_stats
+from ecr_sandbox.images import parse_challenge, sha256_digest
+from ecr_sandbox.tools import tool_path
+from ecr_sandbox.world import World
 
 pytestmark = pytest.mark.e2e
 
@@ -304,7 +304,7 @@ def test_skopeo_reads_the_token_registry_with_the_world_auth_file(world: World) 
 
 def test_sandbox_cli_starts_a_detached_world_and_stops_it(tmp_path: Path) -> None:
     state_dir = tmp_path / "sandbox"
-    command = [sys.executable, "-m", "ecr_operator.sandbox"]
+    command = [sys.executable, "-m", "ecr_sandbox"]
 
     up = subprocess.run(
         [*command, "up", "--state-dir", str(state_dir)], capture_output=True, text=True, timeout=120

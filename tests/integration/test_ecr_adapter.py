@@ -45,7 +45,7 @@ from ecr_operator.reconcile.repository import (
     identity_policy_stamp,
     is_own_identity_policy,
 )
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.world import World
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -42,8 +42,8 @@ from ecr_operator.registry import (
 from ecr_operator.registry.digests import sha256_digest
 from ecr_operator.registry.manifest import parse_manifest
 from ecr_operator.registry.reference import fallback_tag
-from ecr_operator.sandbox.registries import RegistryInfo, RegistryRequest
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.registries import RegistryInfo, RegistryRequest
+from ecr_sandbox.world import World
 
 pytestmark = pytest.mark.integration
 

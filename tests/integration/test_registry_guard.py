@@ -11,7 +11,7 @@ from aiohttp import web
 from ecr_operator.config import MirrorSourcePolicy, SourceRule
 from ecr_operator.registry import AiohttpSender, RegistryClient, parse_reference
 from ecr_operator.registry.guard import GuardedSender, SourceRefused, create_guarded_session
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.world import World
 
 pytestmark = pytest.mark.integration
 

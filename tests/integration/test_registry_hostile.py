@@ -34,8 +34,8 @@ from ecr_operator.registry import (
     create_session,
     parse_reference,
 )
-from ecr_operator.sandbox.hostile_registry import DUPLICATE_CHILDREN, fetch_stats
-from ecr_operator.sandbox.world import HOSTILE_REGISTRY, World
+from ecr_sandbox.hostile_registry import DUPLICATE_CHILDREN, fetch_stats
+from ecr_sandbox.world import HOSTILE_REGISTRY, World
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ecr_operator.aws.lifecycle import (
+from ecr_operator.reconcile.lifecycle import (
     LifecyclePolicyError,
     lifecycle_policies_equal,
     parse_lifecycle_policy,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from ecr_operator.sandbox.aws import AwsCall, callers_by_role, read_calls_log
-from ecr_operator.sandbox.moto_server import HarnessMiddleware, access_key_id, assumed_role
+from ecr_sandbox.aws import AwsCall, callers_by_role, read_calls_log
+from ecr_sandbox.moto_server import HarnessMiddleware, access_key_id, assumed_role
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ecr_operator.aws.policy import (
+from ecr_operator.reconcile.policy import (
     PULL_ACTIONS,
     PUSH_ACTIONS,
     Grant,

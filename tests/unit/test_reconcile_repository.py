@@ -17,8 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ecr_operator.api.repository import AdoptionPolicy, DeletionPolicy, EcrRepositorySpec
-from ecr_operator.aws.policy import PULL_ACTIONS, render_policy
 from ecr_operator.config import Settings
+from ecr_operator.reconcile.policy import PULL_ACTIONS, render_policy
 from ecr_operator.reconcile.repository import (
     ADOPTED_TAG,
     OWNER_TAG,

@@ -26,14 +26,23 @@ from ecr_operator.api.repository import (
     LifecycleRule,
     RepositoryAccess,
 )
-from ecr_operator.aws.lifecycle import (
+from ecr_operator.conditions import (
+    READY,
+    SYNCED,
+    DesiredCondition,
+    conditions_patch,
+    find_condition,
+    format_time,
+)
+from ecr_operator.config import Settings
+from ecr_operator.reconcile.lifecycle import (
     LifecyclePolicyError,
     lifecycle_policies_equal,
     parse_lifecycle_policy,
     render_lifecycle_policy,
     validate_lifecycle_policy,
 )
-from ecr_operator.aws.policy import (
+from ecr_operator.reconcile.policy import (
     ACTIONS_BY_ACCESS,
     POLICY_VERSION,
     Access,
@@ -44,15 +53,6 @@ from ecr_operator.aws.policy import (
     policies_equal,
     render_policy,
 )
-from ecr_operator.conditions import (
-    READY,
-    SYNCED,
-    DesiredCondition,
-    conditions_patch,
-    find_condition,
-    format_time,
-)
-from ecr_operator.config import Settings
 
 OWNER_TAG = f"{RESERVED_TAG_PREFIX}owner"
 """Tag naming the object that owns a repository: ``<cluster id>/<namespace>/<name>``."""

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.world import World
 
 DEMO_NAMESPACE = "demo"
 SETTLE_TIMEOUT = 90.0

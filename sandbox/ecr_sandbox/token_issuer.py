@@ -1,6 +1,6 @@
 """A registry token service in the style of Docker Hub's ``auth.docker.io/token``.
 
-Run as ``python -m ecr_operator.sandbox.token_issuer --config FILE`` (see ``TokenIssuerConfig``). It answers
+Run as ``python -m ecr_sandbox.token_issuer --config FILE`` (see ``TokenIssuerConfig``). It answers
 ``GET /token?service=S&scope=repository:NAME:pull,push`` (HTTP basic auth optional) and the OAuth2 form
 ``POST /token`` (``grant_type=password``) with an ES256 JWT the distribution registry verifies against the
 signing certificate, which is embedded in the token header (``x5c``) and is the registry's ``rootcertbundle``.
@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from pydantic import BaseModel, ConfigDict
 
-from ecr_operator.sandbox.tls_server import TlsThreadingHTTPServer
+from ecr_sandbox.tls_server import TlsThreadingHTTPServer
 
 USER_ACTIONS = frozenset({"pull", "push", "delete", "*"})
 

@@ -30,11 +30,11 @@ import yaml
 from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import BaseModel
 
-from ecr_operator.sandbox import kube
-from ecr_operator.sandbox.aws import AwsCall, AwsControl, AwsFault, read_calls_log
-from ecr_operator.sandbox.images import SandboxRegistryClient
-from ecr_operator.sandbox.kube import AuditEvent, KubeClient
-from ecr_operator.sandbox.pki import (
+from ecr_sandbox import kube
+from ecr_sandbox.aws import AwsCall, AwsControl, AwsFault, read_calls_log
+from ecr_sandbox.images import SandboxRegistryClient
+from ecr_sandbox.kube import AuditEvent, KubeClient
+from ecr_sandbox.pki import (
     CertAndKey,
     CertificateAuthority,
     new_private_key,
@@ -42,8 +42,8 @@ from ecr_operator.sandbox.pki import (
     public_key_pem,
     self_signed_ca,
 )
-from ecr_operator.sandbox.processes import ManagedProcess, ProcessError, free_ports, stop_all, wait_until
-from ecr_operator.sandbox.registries import (
+from ecr_sandbox.processes import ManagedProcess, ProcessError, free_ports, stop_all, wait_until
+from ecr_sandbox.registries import (
     RegistryAuth,
     RegistryInfo,
     TokenAuthSettings,
@@ -52,8 +52,8 @@ from ecr_operator.sandbox.registries import (
     write_htpasswd,
     write_registry_config,
 )
-from ecr_operator.sandbox.token_issuer import TokenIssuerConfig
-from ecr_operator.sandbox.tools import tool_path
+from ecr_sandbox.token_issuer import TokenIssuerConfig
+from ecr_sandbox.tools import tool_path
 
 if TYPE_CHECKING:
     from botocore.config import Config
@@ -796,7 +796,7 @@ class _Launcher:
         return [
             sys.executable,
             "-m",
-            "ecr_operator.sandbox.hostile_registry",
+            "ecr_sandbox.hostile_registry",
             "--port",
             str(self.ports.hostile_registry),
             "--tls-cert",
@@ -834,7 +834,7 @@ class _Launcher:
             [
                 sys.executable,
                 "-m",
-                "ecr_operator.sandbox.moto_server",
+                "ecr_sandbox.moto_server",
                 "--port",
                 str(self.ports.moto),
                 "--calls-log",
@@ -863,7 +863,7 @@ class _Launcher:
         config_path.write_text(config.model_dump_json(indent=2))
         return self._start(
             "token-issuer",
-            [sys.executable, "-m", "ecr_operator.sandbox.token_issuer", "--config", str(config_path)],
+            [sys.executable, "-m", "ecr_sandbox.token_issuer", "--config", str(config_path)],
         )
 
     def _apply(self, files: Sequence[Path], admin: KubeClient) -> None:

@@ -1,6 +1,6 @@
 """A hostile OCI registry for the test world: each repository path picks a way to hurt a client.
 
-Run as ``python -m ecr_operator.sandbox.hostile_registry --port P --tls-cert C --tls-key K``. It speaks
+Run as ``python -m ecr_sandbox.hostile_registry --port P --tls-cert C --tls-key K``. It speaks
 enough of the distribution API (``/v2/``, tags/list, manifests, blobs, referrers; read-only) to look like a
 registry, over TLS with the harness CA. The first segment of a repository name chooses the behaviour, the
 second (where a behaviour has variants) the variant, e.g. ``trickle/body/team-a``:
@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from ecr_operator.sandbox.tls_server import TlsThreadingHTTPServer
+from ecr_sandbox.tls_server import TlsThreadingHTTPServer
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

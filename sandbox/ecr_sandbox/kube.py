@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from ecr_operator.sandbox.pki import CertAndKey
+from ecr_sandbox.pki import CertAndKey
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Only a configuration value: nothing in the world routes cluster IPs.

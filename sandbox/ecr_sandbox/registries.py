@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ecr_operator.sandbox.tools import tool_path
+from ecr_sandbox.tools import tool_path
 
 
 class RegistryAuth(StrEnum):

@@ -7,9 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ecr_operator.sandbox.processes import ProcessError
-from ecr_operator.sandbox.tools import ToolMissingError
-from ecr_operator.sandbox.world import World
+from ecr_sandbox.processes import ProcessError
+from ecr_sandbox.tools import ToolMissingError
+from ecr_sandbox.world import World
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """moto server wrapped in a middleware that logs every AWS call and can inject faults.
 
-Run as ``python -m ecr_operator.sandbox.moto_server --port P --calls-log FILE``. Faults are managed over
+Run as ``python -m ecr_sandbox.moto_server --port P --calls-log FILE``. Faults are managed over
 HTTP at ``/_harness/faults`` (GET lists, POST adds one ``AwsFault`` as JSON, DELETE clears); see
 ``aws.AwsControl``.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from ecr_operator.sandbox.aws import FAULTS_PATH, AwsFault
+from ecr_sandbox.aws import FAULTS_PATH, AwsFault
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]

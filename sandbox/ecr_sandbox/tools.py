@@ -27,8 +27,8 @@ SYSTEM_TOOL_PACKAGES: dict[str, str] = {
     "skopeo": "skopeo",
 }
 
-# operator/ecr_operator/sandbox/tools.py -> repository root (absent when installed as a package).
-_REPO_ROOT = Path(__file__).resolve().parents[3]
+# sandbox/ecr_sandbox/tools.py -> repository root (absent when installed as a package).
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = _REPO_ROOT / "hack" / "build-tools.sh"
 
 

@@ -1,3 +1,0 @@
-from ecr_operator.sandbox.cli import main
-
-raise SystemExit(main())

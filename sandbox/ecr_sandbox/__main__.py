@@ -1,0 +1,3 @@
+from ecr_sandbox.cli import main
+
+raise SystemExit(main())
