@@ -109,3 +109,12 @@ def _truncate(message: str) -> str:
     if len(message) <= MAX_MESSAGE_LENGTH:
         return message
     return message[: MAX_MESSAGE_LENGTH - len(_TRUNCATION_MARK)] + _TRUNCATION_MARK
+
+
+@dataclass(frozen=True)
+class EventNote:
+    """An Event to post on the object a controller works on."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from ecr_operator.api.repository import AdoptionPolicy, DeletionPolicy, EcrRepositorySpec
 from ecr_operator.config import Settings
+from ecr_operator.reconcile.backoff import backoff_delay
 from ecr_operator.reconcile.policy import PULL_ACTIONS, render_policy
 from ecr_operator.reconcile.repository import (
     ADOPTED_TAG,
@@ -45,7 +46,6 @@ from ecr_operator.reconcile.repository import (
     SyncResult,
     TagRepository,
     UntagRepository,
-    backoff_delay,
     changed_aspects,
     classify_aws_failure,
     desired_repository,

@@ -30,12 +30,12 @@ from ecr_operator.aws.ecr import (
     RepositoryClaimedElsewhere,
 )
 from ecr_operator.aws.session import AwsIdentity
-from ecr_operator.conditions import READY, SYNCED, DesiredCondition, conditions_patch
+from ecr_operator.conditions import READY, SYNCED, DesiredCondition, EventNote, conditions_patch
+from ecr_operator.reconcile.backoff import backoff_delay
 from ecr_operator.reconcile.repository import (
     Action,
     DeleteRolePolicy,
     DesiredRepository,
-    EventNote,
     IdentityRole,
     ManagedPolicy,
     PolicyStamp,
@@ -46,7 +46,6 @@ from ecr_operator.reconcile.repository import (
     RepositoryDescription,
     SpecError,
     SyncResult,
-    backoff_delay,
     changed_aspects,
     classify_aws_failure,
     describe_owner,

@@ -41,6 +41,7 @@ from ecr_operator.conditions import (
     READY,
     SYNCED,
     DesiredCondition,
+    EventNote,
     find_condition,
     format_time,
     set_conditions,
@@ -800,13 +801,6 @@ def mirror_status_patch(
     if report.clean and before != after:
         patch["lastSyncTime"] = format_time(now)
     return patch
-
-
-@dataclass(frozen=True)
-class EventNote:
-    type: Literal["Normal", "Warning"]
-    reason: Reason | str
-    message: str
 
 
 def mirror_events(

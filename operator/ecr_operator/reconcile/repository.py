@@ -30,6 +30,7 @@ from ecr_operator.conditions import (
     READY,
     SYNCED,
     DesiredCondition,
+    EventNote,
     conditions_patch,
     find_condition,
     format_time,
@@ -1068,12 +1069,6 @@ def _shorten(message: str) -> str:
     return message[: MAX_AWS_MESSAGE_LENGTH - 1] + "…"
 
 
-def backoff_delay(retry: int, random: Callable[[], float], *, base: float = 5.0, cap: float = 300.0) -> float:
-    """Exponential backoff with "equal jitter": half fixed, half random, so retries of many objects spread."""
-    ceiling: float = min(cap, base * 2.0 ** min(retry, 16))
-    return ceiling / 2 + random() * ceiling / 2
-
-
 # --- status and Events ------------------------------------------------------------------------------
 
 
@@ -1170,15 +1165,6 @@ def repository_status_patch(
         if (status.get("identityPolicies") or []) != wanted:
             patch["identityPolicies"] = wanted or None
     return patch or None
-
-
-@dataclass(frozen=True)
-class EventNote:
-    """An Event to post on the object."""
-
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
 
 
 def repository_events(
