@@ -286,7 +286,8 @@ def fetch_ecr_credentials(region: str) -> Credentials:
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from ecr_operator.aws.session import AwsClients, AwsIdentity, error_code, error_message
+    from ecr_operator.aws.session import AwsClients, error_code, error_message
+    from ecr_operator.reconcile.identity import AwsIdentity
 
     client = AwsClients().client("ecr", AwsIdentity(region=region))
     try:

@@ -27,10 +27,11 @@ from ecr_operator.api.common import GROUP, VERSION
 from ecr_operator.api.mirror import IMAGE_MIRROR
 from ecr_operator.api.repository import ECR_REPOSITORY
 from ecr_operator.aws.registry_credentials import EcrCredentials
-from ecr_operator.aws.session import AwsClients, AwsIdentity
+from ecr_operator.aws.session import AwsClients
 from ecr_operator.aws.tokens import TokenCache, ecr_token_cache, registry_endpoint
 from ecr_operator.config import Settings
 from ecr_operator.kubeapi import FIELD_MANAGER, MERGE_PATCH, KubeApiError, call_api, load_api_client
+from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.reconcile.mirror import DestinationPolicy, SlotLimits, SlotRequest, next_admitted
 from ecr_operator.registry import AiohttpSender, CredentialsProvider, RegistryClient
 from ecr_operator.registry import TokenCache as RegistryTokens

@@ -22,8 +22,9 @@ from ecr_operator.aws.ecr import (
     RepositoryClaimedElsewhere,
 )
 from ecr_operator.aws.iam import IamRolePolicies
-from ecr_operator.aws.session import AwsClients, AwsIdentity
+from ecr_operator.aws.session import AwsClients
 from ecr_operator.metrics import Metrics
+from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.reconcile.repository import (
     ADOPTED_TAG,
     OWNER_TAG,

@@ -14,7 +14,6 @@ from ecr_operator.aws.calls import AwsCallFailed, call_aws
 from ecr_operator.aws.session import (
     REGION_NOT_ALLOWED,
     AwsClients,
-    AwsIdentity,
     RegionNotAllowed,
     error_code,
     error_message,
@@ -22,6 +21,7 @@ from ecr_operator.aws.session import (
 )
 from ecr_operator.aws.tokens import EcrTokenSource, TokenRefreshError
 from ecr_operator.config import InvalidSettingsError, load_settings
+from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.reconcile.repository import classify_aws_failure
 
 pytestmark = pytest.mark.unit

@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from ecr_operator.api.common import LabelSelector, RegistryIdentity
 from ecr_operator.api.repository import PullSecret
-from ecr_operator.aws.session import AwsIdentity
 from ecr_operator.aws.tokens import (
     REGISTRY_REJECTED_TOKEN,
     TOKEN_REFRESH_FAILED,
@@ -28,6 +27,7 @@ from ecr_operator.aws.tokens import (
     TokenStatus,
 )
 from ecr_operator.config import PullSecretSettings
+from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.reconcile.pullsecrets import (
     DOCKER_CONFIG_KEY,
     EXPIRES_AT_ANNOTATION,

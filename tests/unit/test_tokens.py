@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ecr_operator.aws.session import AwsIdentity
 from ecr_operator.aws.tokens import (
     MAX_RETRY,
     REGISTRY_REJECTED_TOKEN,
@@ -26,6 +25,7 @@ from ecr_operator.aws.tokens import (
     decode_authorization_token,
     registry_endpoint,
 )
+from ecr_operator.reconcile.identity import AwsIdentity
 
 pytestmark = pytest.mark.unit
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ecr_operator.aws.calls import AwsCallFailed, call_aws
-from ecr_operator.aws.session import AwsClients, AwsIdentity
+from ecr_operator.aws.session import AwsClients
+from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.reconcile.repository import (
     ADOPTED_TAG,
     ADOPTED_TAG_VALUE,

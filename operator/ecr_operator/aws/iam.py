@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ecr_operator.aws.calls import AwsCallFailed, call_aws
-from ecr_operator.aws.session import AwsClients, AwsIdentity
+from ecr_operator.aws.session import AwsClients
+from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.reconcile.repository import DeleteRolePolicy, IdentityAction, ManagedPolicy, PutRolePolicy
 
 SERVICE = "iam"

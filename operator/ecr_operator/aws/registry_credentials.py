@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from ecr_operator.aws.session import AwsIdentity
 from ecr_operator.aws.tokens import TokenCache, utc_now
+from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.registry.auth import Credentials
 from ecr_operator.registry.errors import AuthError
 

@@ -16,7 +16,6 @@ import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -26,6 +25,7 @@ from botocore.credentials import DeferredRefreshableCredentials
 from botocore.exceptions import ClientError
 
 from ecr_operator.metrics import Metrics
+from ecr_operator.reconcile.identity import AwsIdentity
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr import ECRClient
@@ -58,17 +58,6 @@ MAX_CACHED_CLIENTS = 128
 MAX_CACHED_SESSIONS = 64
 REGION_NOT_ALLOWED = "RegionNotAllowed"
 ALLOWED_REGIONS_SETTING = "ECR_OPERATOR_ALLOWED_REGIONS"
-
-
-@dataclass(frozen=True, order=True)
-class AwsIdentity:
-    """Who the operator acts as in one region: its own credentials, or a role it assumes."""
-
-    region: str
-    role_arn: str | None = None
-
-    def describe(self) -> str:
-        return f"{self.role_arn or 'operator credentials'} in {self.region}"
 
 
 def error_code(error: BaseException) -> str:

@@ -22,8 +22,9 @@ from urllib.parse import urlsplit
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ecr_operator.aws.session import AwsClients, AwsIdentity, error_code
+from ecr_operator.aws.session import AwsClients, error_code
 from ecr_operator.config import Settings
+from ecr_operator.reconcile.identity import AwsIdentity
 
 # ECR issues tokens valid for 12 h. An expiry that is missing, not after the moment of issue, or further
 # out than this is nonsense (moto reports the year 2015) and the configured fallback lifetime applies.

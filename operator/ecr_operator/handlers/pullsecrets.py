@@ -32,7 +32,7 @@ import aiohttp
 import kopf
 
 from ecr_operator.api.common import API_VERSION, GROUP, VERSION
-from ecr_operator.aws.session import AwsClients, AwsIdentity
+from ecr_operator.aws.session import AwsClients
 from ecr_operator.aws.tokens import (
     AccountLookupError,
     CallerAccount,
@@ -45,6 +45,7 @@ from ecr_operator.conditions import find_condition, format_time
 from ecr_operator.config import Settings
 from ecr_operator.kubeapi import KubeApi, KubeApiError, ObjectReference, load_api_client
 from ecr_operator.metrics import Metrics
+from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.reconcile.pullsecrets import (
     MANAGED_LABELS,
     MANAGED_SECRET_SELECTOR,

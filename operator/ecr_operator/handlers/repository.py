@@ -29,9 +29,9 @@ from ecr_operator.aws.ecr import (
     RegistryRef,
     RepositoryClaimedElsewhere,
 )
-from ecr_operator.aws.session import AwsIdentity
 from ecr_operator.conditions import READY, SYNCED, DesiredCondition, EventNote, conditions_patch
 from ecr_operator.reconcile.backoff import backoff_delay
+from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.reconcile.repository import (
     Action,
     DeleteRolePolicy,

@@ -36,7 +36,6 @@ from ecr_operator.api.repository import (
     ImageTagMutability,
     ImageTagMutabilityExclusionFilter,
 )
-from ecr_operator.aws.session import AwsIdentity
 from ecr_operator.conditions import (
     READY,
     SYNCED,
@@ -48,6 +47,7 @@ from ecr_operator.conditions import (
 )
 from ecr_operator.config import MirrorSourcePolicy, Settings
 from ecr_operator.ecr_hosts import ecr_host, is_ecr_host
+from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.reconcile.repository import OWNER_TAG, owner_tag_value, tenancy_refusal
 from ecr_operator.reconcile.semver import InvalidRange, parse_range, tag_order_key
 from ecr_operator.registry.copy import ImageCopyResult
