@@ -68,6 +68,15 @@ def owned_condition_types(fields: Mapping[str, Any]) -> set[str]:
     return {json.loads(key.removeprefix("k:"))["type"] for key in conditions if key.startswith("k:")}
 
 
+def status_refusals(world: World, identity: ChartIdentity, namespace: str) -> int:
+    """How many status writes of the adapter in ``namespace`` the apiserver refused as invalid."""
+    return sum(
+        1
+        for event in world.audit_events(identity.username)
+        if event.namespace == namespace and event.subresource == "status" and event.code == 422
+    )
+
+
 def reasons(status: Mapping[str, Any]) -> dict[str, str]:
     return {entry["type"]: entry["reason"] for entry in status.get("conditions") or []}
 
@@ -321,6 +330,65 @@ async def test_an_owner_that_stops_listing_a_field_removes_it_and_only_its_own(
 
     assert reasons(stored) == {READY: "Round2"}
     assert stored["observedGeneration"] == 1
+
+
+@pytest.mark.parametrize("same_values", [True, False], ids=["same-values", "new-values"])
+async def test_a_condition_an_outside_writer_also_wrote_is_still_removed_by_its_owner(
+    kube: Kube, admin: kubernetes.client.ApiClient, namespace: str, same_values: bool
+) -> None:
+    """An older operator (kopf's merge patch) or a ``kubectl edit`` leaves its writer co-owning fields the
+    owner applies; the owner's drop must still remove them (not leave a bare ``type`` the schema refuses),
+    while what only that writer wrote stays."""
+    await new_repository(kube, namespace)
+    old = {"conditions": [condition(READY, 1), condition(PULL_SECRET_READY, 1)]}
+    await kopf_style_write(admin, namespace, "app", {}, old)
+    await kube.apply_status(
+        ECR_REPOSITORY, namespace, "app", PULL_SECRETS, pull_secret_status(1 if same_values else 2)
+    )
+
+    stored = await kube.apply_status(ECR_REPOSITORY, namespace, "app", PULL_SECRETS, {"conditions": []})
+
+    assert reasons(stored) == {READY: "Round1"}
+
+
+async def test_a_drop_right_after_an_outside_edit_is_applied_again_once_claimed(
+    kube: Kube,
+    admin: kubernetes.client.ApiClient,
+    world: World,
+    chart_identity: ChartIdentity,
+    namespace: str,
+) -> None:
+    """Someone applies one field of the condition (``kubectl apply --server-side`` of a message) right
+    before the apply that drops it: the apiserver refuses the remains that would be left (422); the adapter
+    claims the condition and applies again."""
+    await new_repository(kube, namespace)
+    await kube.apply_status(
+        ECR_REPOSITORY, namespace, "app", REPOSITORY, {"conditions": [condition(READY, 1)]}
+    )
+    await kube.apply_status(ECR_REPOSITORY, namespace, "app", PULL_SECRETS, pull_secret_status(1))
+    await asyncio.to_thread(
+        kubernetes.client.CustomObjectsApi(admin).patch_namespaced_custom_object_status,
+        ECR_REPOSITORY.group,
+        ECR_REPOSITORY.version,
+        namespace,
+        ECR_REPOSITORY.plural,
+        "app",
+        {
+            "apiVersion": API_VERSION,
+            "kind": ECR_REPOSITORY.kind,
+            "metadata": {"name": "app"},
+            "status": {"conditions": [{"type": PULL_SECRET_READY, "message": "edited"}]},
+        },
+        field_manager="kubectl",
+        force=True,
+        _content_type="application/apply-patch+yaml",
+    )
+    refused_before = status_refusals(world, chart_identity, namespace)
+
+    stored = await kube.apply_status(ECR_REPOSITORY, namespace, "app", PULL_SECRETS, {"conditions": []})
+
+    assert reasons(stored) == {READY: "Round1"}
+    assert status_refusals(world, chart_identity, namespace) == refused_before + 1
 
 
 # --- the race ---------------------------------------------------------------------------------------------
