@@ -57,14 +57,14 @@ def claim_status_fields(
 
 
 def _shared(fields: FieldSet, owned: FieldSet) -> dict[str, Any]:
-    """The part of ``fields`` that ``owned`` holds too, or lies inside a node ``owned`` holds itself (its
-    ``.``): inside a condition the manager owns, every field is the manager's."""
+    """The part of ``fields`` that ``owned`` holds too, or lies inside a list item (``k:``) ``owned`` holds
+    itself (its ``.``): inside a condition the manager owns, every field is the manager's."""
     shared: dict[str, Any] = {}
     for key, children in fields.items():
         if key not in owned:
             continue
         mine = owned[key]
-        if "." in mine or (not children and not mine):
+        if (key.startswith("k:") and "." in mine) or (not children and not mine):
             shared[key] = copy.deepcopy(children)
         elif children and mine:
             below = _shared(children, mine)
