@@ -19,7 +19,7 @@ import kubernetes.client
 import kubernetes.config
 import pytest
 
-from ecr_operator.api.common import API_VERSION
+from ecr_operator.api.common import API_VERSION, ResourceInfo
 from ecr_operator.api.mirror import IMAGE_MIRROR
 from ecr_operator.api.repository import ECR_REPOSITORY
 from ecr_operator.kube import Kube, KubeApiError, ObjectReference, status_field_manager
@@ -115,6 +115,54 @@ async def read_status(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
     found = await kube.read_object(ECR_REPOSITORY, namespace, name)
     assert found is not None
     return dict(found.get("status") or {})
+
+
+async def new_mirror(admin: kubernetes.client.ApiClient, namespace: str, name: str = "nginx") -> None:
+    """An ImageMirror, created as admin: the operator itself never creates one."""
+    await asyncio.to_thread(
+        kubernetes.client.CustomObjectsApi(admin).create_namespaced_custom_object,
+        IMAGE_MIRROR.group,
+        IMAGE_MIRROR.version,
+        namespace,
+        IMAGE_MIRROR.plural,
+        {
+            "apiVersion": API_VERSION,
+            "kind": IMAGE_MIRROR.kind,
+            "metadata": {"name": name},
+            "spec": {
+                "source": {"image": "registry.invalid/library/nginx"},
+                "tags": {"list": ["1.27"]},
+                "destination": {"repositoryRef": {"name": "app"}},
+            },
+        },
+    )
+
+
+async def outside_apply(
+    admin: kubernetes.client.ApiClient,
+    resource: ResourceInfo,
+    namespace: str,
+    name: str,
+    status: Mapping[str, Any],
+) -> None:
+    """Someone else's server-side apply of a few status fields (``kubectl apply --server-side``)."""
+    await asyncio.to_thread(
+        kubernetes.client.CustomObjectsApi(admin).patch_namespaced_custom_object_status,
+        resource.group,
+        resource.version,
+        namespace,
+        resource.plural,
+        name,
+        {
+            "apiVersion": API_VERSION,
+            "kind": resource.kind,
+            "metadata": {"name": name},
+            "status": dict(status),
+        },
+        field_manager="kubectl",
+        force=True,
+        _content_type="application/apply-patch+yaml",
+    )
 
 
 async def kopf_style_write(
@@ -248,23 +296,7 @@ async def test_repository_read_create_and_replace_spec(kube: Kube, namespace: st
 
 
 async def test_mirror_status_apply(kube: Kube, admin: kubernetes.client.ApiClient, namespace: str) -> None:
-    await asyncio.to_thread(
-        kubernetes.client.CustomObjectsApi(admin).create_namespaced_custom_object,
-        IMAGE_MIRROR.group,
-        IMAGE_MIRROR.version,
-        namespace,
-        IMAGE_MIRROR.plural,
-        {
-            "apiVersion": API_VERSION,
-            "kind": IMAGE_MIRROR.kind,
-            "metadata": {"name": "nginx"},
-            "spec": {
-                "source": {"image": "registry.invalid/library/nginx"},
-                "tags": {"list": ["1.27"]},
-                "destination": {"repositoryRef": {"name": "app"}},
-            },
-        },
-    )
+    await new_mirror(admin, namespace)
     status = {
         "observedGeneration": 1,
         "conditions": [condition(READY, 1)],
@@ -366,28 +398,49 @@ async def test_a_drop_right_after_an_outside_edit_is_applied_again_once_claimed(
         ECR_REPOSITORY, namespace, "app", REPOSITORY, {"conditions": [condition(READY, 1)]}
     )
     await kube.apply_status(ECR_REPOSITORY, namespace, "app", PULL_SECRETS, pull_secret_status(1))
-    await asyncio.to_thread(
-        kubernetes.client.CustomObjectsApi(admin).patch_namespaced_custom_object_status,
-        ECR_REPOSITORY.group,
-        ECR_REPOSITORY.version,
+    await outside_apply(
+        admin,
+        ECR_REPOSITORY,
         namespace,
-        ECR_REPOSITORY.plural,
         "app",
-        {
-            "apiVersion": API_VERSION,
-            "kind": ECR_REPOSITORY.kind,
-            "metadata": {"name": "app"},
-            "status": {"conditions": [{"type": PULL_SECRET_READY, "message": "edited"}]},
-        },
-        field_manager="kubectl",
-        force=True,
-        _content_type="application/apply-patch+yaml",
+        {"conditions": [{"type": PULL_SECRET_READY, "message": "edited"}]},
     )
     refused_before = status_refusals(world, chart_identity, namespace)
 
     stored = await kube.apply_status(ECR_REPOSITORY, namespace, "app", PULL_SECRETS, {"conditions": []})
 
     assert reasons(stored) == {READY: "Round1"}
+    assert status_refusals(world, chart_identity, namespace) == refused_before + 1
+
+
+async def test_a_mirror_tag_an_outside_apply_touched_is_still_dropped(
+    kube: Kube,
+    admin: kubernetes.client.ApiClient,
+    world: World,
+    chart_identity: ChartIdentity,
+    namespace: str,
+) -> None:
+    """The same for ImageMirror's ``tags`` map-list, under the chart's RBAC (which grants no ``get`` on
+    ImageMirrors: the adapter reads the object back with the ``patch`` verb)."""
+    await new_mirror(admin, namespace)
+    tag = {
+        "tag": "1.27",
+        "sourceDigest": DIGEST,
+        "destinationDigest": DIGEST,
+        "syncedAt": "2026-01-01T00:00:00Z",
+        "bytes": 1,
+    }
+    await kube.apply_status(
+        IMAGE_MIRROR, namespace, "nginx", "mirror", {"tags": [tag, {**tag, "tag": "1.28"}]}
+    )
+    await outside_apply(admin, IMAGE_MIRROR, namespace, "nginx", {"tags": [{"tag": "1.27", "bytes": 2}]})
+    refused_before = status_refusals(world, chart_identity, namespace)
+
+    stored = await kube.apply_status(
+        IMAGE_MIRROR, namespace, "nginx", "mirror", {"tags": [{**tag, "tag": "1.28"}]}
+    )
+
+    assert [entry["tag"] for entry in stored["tags"]] == ["1.28"]
     assert status_refusals(world, chart_identity, namespace) == refused_before + 1
 
 

@@ -199,8 +199,10 @@ class Kube:
         except KubeApiError as error:
             # Leaving out a condition whose key a writer outside the operator co-owns leaves a bare ``type``
             # the schema refuses: claim what this manager owned, and apply again.
-            found = await self.read_object(resource, namespace, name) if error.status == 422 else None
-            if found is None or not await self._claim_status_fields(resource, found, manager):
+            if error.status != 422:
+                raise
+            found = await self._current(resource, namespace, name)
+            if not await self._claim_status_fields(resource, found, manager):
                 raise
             applied = await self._apply_status(resource, namespace, name, manager, status)
         else:
@@ -230,6 +232,22 @@ class Kube:
             _content_type=APPLY_PATCH,
         )
         return dict(applied)
+
+    async def _current(self, resource: ResourceInfo, namespace: str, name: str) -> dict[str, Any]:
+        """The object as stored, read with the ``patch`` verb (a patch that only tests its name changes
+        nothing): the chart grants no ``get`` on ImageMirrors, whose controller reads them from its watch."""
+        current = await call_api(
+            f"read {resource.kind} {namespace}/{name}",
+            self._custom.patch_namespaced_custom_object,
+            resource.group,
+            resource.version,
+            namespace,
+            resource.plural,
+            name,
+            [{"op": "test", "path": "/metadata/name", "value": name}],
+            _content_type=JSON_PATCH,
+        )
+        return dict(current)
 
     async def _claim_status_fields(
         self, resource: ResourceInfo, found: Mapping[str, Any], manager: str
