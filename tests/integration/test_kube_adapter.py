@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -190,6 +193,28 @@ async def kopf_style_write(
 
 
 # --- every method once ----------------------------------------------------------------------------------
+
+
+def test_the_adapter_of_a_process_comes_from_its_kubeconfig_and_settings(
+    chart_identity: ChartIdentity, namespace: str
+) -> None:
+    """``Kube.from_settings`` as ``ecr-operator run`` calls it: KUBECONFIG from the environment (read when
+    the client library is imported, hence a process of its own), the pool sized from the settings."""
+    script = (
+        "import asyncio, sys\n"
+        "from ecr_operator.config import Settings\n"
+        "from ecr_operator.kube import Kube\n"
+        "kube = Kube.from_settings(Settings())\n"
+        "print(kube._client.configuration.connection_pool_maxsize)\n"
+        "print(asyncio.run(kube.read_secret(sys.argv[1], 'absent')))\n"
+        "kube.close()\n"
+    )
+    environment = {**os.environ, "KUBECONFIG": str(chart_identity.kubeconfig)}
+    result = subprocess.run(
+        [sys.executable, "-c", script, namespace], env=environment, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["26", "None"]  # 16 AWS calls + 2 per mirror slot (4) + 2
 
 
 async def test_secret_create_read_patch_and_delete_with_the_uid_precondition(
