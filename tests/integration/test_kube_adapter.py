@@ -55,7 +55,7 @@ def repository_status(round_: int) -> dict[str, Any]:
     """What the repository controller owns."""
     return {
         "observedGeneration": 1,
-        "repositoryUri": f"123456789012.dkr.ecr.us-east-1.amazonaws.com/app{round_}",
+        "repositoryUri": f"registry.invalid/app{round_}",
         "conditions": [condition(READY, round_), condition(SYNCED, round_)],
     }
 
