@@ -1,7 +1,7 @@
 """``python -m bench [--only GROUP] [--results DIR]``: run the benchmarks, print the table, keep the lines.
 
 The test world is started for the run (or an existing one attached with ``--attach STATE_DIR``, e.g.
-from ``ecr-operator sandbox up``); peers are found or installed first (see bench.peers).
+from ``ecr-sandbox up``); peers are found or installed first (see bench.peers).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The test world: a real Kubernetes control plane, moto for AWS, and distribution registries, on loopback.
 
 ``World.start(state_dir)`` brings everything up (a few seconds once binaries are built) and returns a handle
-tests use; ``World.attach(state_dir)`` returns a handle on a world ``ecr-operator sandbox up`` started.
+tests use; ``World.attach(state_dir)`` returns a handle on a world ``ecr-sandbox up`` started.
 Everything the world writes lives in ``state_dir``; every process logs to ``state_dir/logs``.
 """
 
@@ -404,9 +404,7 @@ class World:
         state_dir = state_dir.resolve()
         state_file = state_dir / "world.json"
         if not state_file.exists():
-            raise FileNotFoundError(
-                f"no world in {state_dir} (missing world.json); run `ecr-operator sandbox up`"
-            )
+            raise FileNotFoundError(f"no world in {state_dir} (missing world.json); run `ecr-sandbox up`")
         state = WorldState.model_validate_json(state_file.read_text())
         return cls(state_dir, state, [ManagedProcess.from_record(record) for record in state.processes])
 
@@ -443,7 +441,7 @@ def _prepare_state_dir(state_dir: Path) -> None:
         if running:
             raise RuntimeError(
                 f"a world is already running in {state_dir} ({', '.join(running)}); "
-                f"stop it first (`ecr-operator sandbox down --state-dir {state_dir}`)"
+                f"stop it first (`ecr-sandbox down --state-dir {state_dir}`)"
             )
     for entry in _OWNED_ENTRIES:
         path = state_dir / entry
