@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["mirror"]:
-        from ecr_operator.mirror_cli import main as mirror_main
+        from ecr_operator.mirror_cli.main import main as mirror_main
 
         return mirror_main(arguments[1:])
     options = build_parser().parse_args(arguments)
