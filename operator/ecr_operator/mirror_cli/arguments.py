@@ -20,10 +20,6 @@ TAGS_PER_JOB = 2
 PROG = "ecr-operator mirror"
 
 
-class UsageError(ValueError):
-    """The command line asks for something that cannot be done as written."""
-
-
 @dataclass(frozen=True)
 class MirrorRequest:
     """A parsed, validated command line."""
@@ -38,6 +34,10 @@ class MirrorRequest:
     auth_file: Path | None
     progress: bool
     verbose: bool
+
+
+class UsageError(ValueError):
+    """The command line asks for something that cannot be done as written."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,30 +124,36 @@ def parse_request(argv: Sequence[str], *, stderr_is_terminal: bool = False) -> M
         raise UsageError(str(error)) from None
     if not 1 <= options.jobs <= MAX_JOBS:
         raise UsageError(f"--jobs must be between 1 and {MAX_JOBS}")
-    pattern_text = ".*" if options.all_tags else options.tags
-    tag_pattern: TagPattern | None = None
-    if pattern_text is not None:
-        try:
-            tag_pattern = compile_tag_pattern(pattern_text)
-        except InvalidTagPattern as error:
-            raise UsageError(f"--tags {pattern_text!r} is not a regular expression: {error.detail}") from None
-        if source.tag is not None or source.digest is not None:
-            raise UsageError(f"with --tags or --all-tags, SRC names a repository: drop the tag from {source}")
-        if destination.tag is not None or destination.digest is not None:
-            raise UsageError(
-                f"with --tags or --all-tags, DST names a repository: drop the tag from {destination}"
-            )
-    elif source.tag is None and source.digest is None:
+    tag_pattern = _tag_pattern(options, source, destination)
+    if tag_pattern is None and source.tag is None and source.digest is None:
         source = source.with_tag("latest")  # as docker and skopeo read a bare name
     return MirrorRequest(
         source=source,
         destination=destination,
         tag_pattern=tag_pattern,
-        platforms=platforms,
         referrers=options.referrers,
         jobs=options.jobs,
         json_output=options.json_output,
         auth_file=options.authfile,
         progress=stderr_is_terminal and not options.no_progress,
         verbose=options.verbose,
+        platforms=platforms,
     )
+
+
+def _tag_pattern(options: argparse.Namespace, source: Reference, destination: Reference) -> TagPattern | None:
+    """The pattern of --tags (or --all-tags), whose SRC and DST must then name repositories; else None."""
+    pattern_text = ".*" if options.all_tags else options.tags
+    if pattern_text is None:
+        return None
+    try:
+        tag_pattern = compile_tag_pattern(pattern_text)
+    except InvalidTagPattern as error:
+        raise UsageError(f"--tags {pattern_text!r} is not a regular expression: {error.detail}") from None
+    if source.tag is not None or source.digest is not None:
+        raise UsageError(f"with --tags or --all-tags, SRC names a repository: drop the tag from {source}")
+    if destination.tag is not None or destination.digest is not None:
+        raise UsageError(
+            f"with --tags or --all-tags, DST names a repository: drop the tag from {destination}"
+        )
+    return tag_pattern

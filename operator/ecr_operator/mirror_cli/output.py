@@ -8,6 +8,9 @@ from ecr_operator.mirror_cli.arguments import MirrorRequest
 from ecr_operator.mirror_cli.copying import MirrorOutcome
 from ecr_operator.registry.copy import ImageCopyResult
 
+# What one copy moved, per image and summed over images in the totals.
+COUNTS = ("bytes_copied", "blobs_copied", "blobs_skipped", "blobs_mounted", "manifests_pushed")
+
 
 def image_summary(result: ImageCopyResult) -> dict[str, Any]:
     return {
@@ -19,11 +22,7 @@ def image_summary(result: ImageCopyResult) -> dict[str, Any]:
         "media_type": result.media_type,
         "up_to_date": result.up_to_date,
         "filtered": result.filtered,
-        "bytes_copied": result.bytes_copied,
-        "blobs_copied": result.blobs_copied,
-        "blobs_skipped": result.blobs_skipped,
-        "blobs_mounted": result.blobs_mounted,
-        "manifests_pushed": result.manifests_pushed,
+        **{name: getattr(result, name) for name in COUNTS},
         "platforms_copied": list(result.platforms_copied),
         "platforms_missing": list(result.platforms_missing),
         "referrers": [
@@ -52,11 +51,7 @@ def summary(request: MirrorRequest, outcome: MirrorOutcome) -> dict[str, Any]:
             "images": len(copies),
             "up_to_date": sum(result.up_to_date for result in copies),
             "failed": len(outcome.failures),
-            "bytes_copied": sum(result.bytes_copied for result in copies),
-            "blobs_copied": sum(result.blobs_copied for result in copies),
-            "blobs_skipped": sum(result.blobs_skipped for result in copies),
-            "blobs_mounted": sum(result.blobs_mounted for result in copies),
-            "manifests_pushed": sum(result.manifests_pushed for result in copies),
+            **{name: sum(getattr(result, name) for result in copies) for name in COUNTS},
             "referrers": sum(len(result.referrers) for result in copies),
         },
     }
