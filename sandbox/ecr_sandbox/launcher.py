@@ -316,69 +316,75 @@ class _Launcher:
         aws_dir.mkdir()
 
     def _write_registry_files(self) -> dict[str, RegistryInfo]:
-        root = self.state_dir / "registries"
-        # The token signer: a self-signed CA-flagged certificate, embedded in each token's x5c header and
-        # trusted by the token registry as its rootcertbundle.
-        signing_key = new_private_key()
-        signing_cert = self_signed_ca("sandbox token signer", signing_key)
         token_dir = self.state_dir / "token-issuer"
-        CertAndKey(signing_cert.public_bytes(Encoding.PEM), private_key_pem(signing_key)).write(
-            token_dir, "signing"
-        )
-        token_realm = f"https://127.0.0.1:{self.ports.token_issuer}/token"
+        self._write_token_signer(token_dir)
         credentials = {
             "ecr": ("AWS", f"{ACCOUNT_ID}-auth-token"),
             "basic": ("sandbox", secrets.token_urlsafe(12)),
             "token": ("sandbox", secrets.token_urlsafe(12)),
         }
-        registries: dict[str, RegistryInfo] = {}
-        auths: dict[str, dict[str, str]] = {}
-        for name in REGISTRY_NAMES:
-            directory = root / name
-            directory.mkdir(parents=True)
-            port = self.ports.registries[name]
-            username, password = credentials.get(name, (None, None))
-            htpasswd = token = None
-            if name in ("ecr", "basic") and username and password:
-                htpasswd = directory / "htpasswd"
-                write_htpasswd(htpasswd, username, password)
-            if name == "token":
-                token = TokenAuthSettings(
-                    token_realm, TOKEN_SERVICE, TOKEN_ISSUER_NAME, token_dir / "signing.crt"
-                )
-            config = registry_config(
-                port=port,
-                storage_dir=directory / "data",
-                tls_cert=self.pki / "registry.crt",
-                tls_key=self.pki / "registry.key",
-                htpasswd=htpasswd,
-                token=token,
-            )
-            write_registry_config(directory / "config.yml", config)
-            host = f"127.0.0.1:{port}"
-            registries[name] = RegistryInfo(
-                name=name,
-                host=host,
-                url=f"https://{host}",
-                auth=RegistryAuth.TOKEN
-                if token
-                else RegistryAuth.HTPASSWD
-                if htpasswd
-                else RegistryAuth.NONE,
-                access_log=self.logs / f"registry-{name}.access.log",
-                log=self.logs / f"registry-{name}.log",
-                username=username,
-                password=password,
-                anonymous_pull_prefix={"anonymous": "", "token": ANONYMOUS_PULL_PREFIX}.get(name),
-                token_realm=token_realm if token else None,
-                token_service=TOKEN_SERVICE if token else None,
-                token_log=token_dir / "requests.jsonl" if token else None,
-            )
-            if username and password:
-                auths[host] = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
+        registries = {
+            name: self._write_registry(name, *credentials.get(name, (None, None)), token_dir=token_dir)
+            for name in REGISTRY_NAMES
+        }
+        auths = {
+            info.host: {"auth": base64.b64encode(f"{info.username}:{info.password}".encode()).decode()}
+            for info in registries.values()
+            if info.username and info.password
+        }
         registries[HOSTILE_REGISTRY] = self._hostile_registry_info()
         (self.state_dir / "registry-auth.json").write_text(json.dumps({"auths": auths}, indent=2))
         return registries
+
+    def _write_token_signer(self, token_dir: Path) -> None:
+        # A self-signed CA-flagged certificate, embedded in each token's x5c header and trusted by the
+        # token registry as its rootcertbundle.
+        signing_key = new_private_key()
+        signing_cert = self_signed_ca("sandbox token signer", signing_key)
+        CertAndKey(signing_cert.public_bytes(Encoding.PEM), private_key_pem(signing_key)).write(
+            token_dir, "signing"
+        )
+
+    def _write_registry(
+        self, name: str, username: str | None, password: str | None, *, token_dir: Path
+    ) -> RegistryInfo:
+        """Configuration (and htpasswd file) of one distribution registry; what tests know of it."""
+        directory = self.state_dir / "registries" / name
+        directory.mkdir(parents=True)
+        port = self.ports.registries[name]
+        token_realm = f"https://127.0.0.1:{self.ports.token_issuer}/token"
+        htpasswd = token = None
+        if name in ("ecr", "basic") and username and password:
+            htpasswd = directory / "htpasswd"
+            write_htpasswd(htpasswd, username, password)
+        if name == "token":
+            token = TokenAuthSettings(
+                token_realm, TOKEN_SERVICE, TOKEN_ISSUER_NAME, token_dir / "signing.crt"
+            )
+        config = registry_config(
+            port=port,
+            storage_dir=directory / "data",
+            tls_cert=self.pki / "registry.crt",
+            tls_key=self.pki / "registry.key",
+            htpasswd=htpasswd,
+            token=token,
+        )
+        write_registry_config(directory / "config.yml", config)
+        host = f"127.0.0.1:{port}"
+        return RegistryInfo(
+            name=name,
+            host=host,
+            url=f"https://{host}",
+            auth=RegistryAuth.TOKEN if token else RegistryAuth.HTPASSWD if htpasswd else RegistryAuth.NONE,
+            access_log=self.logs / f"registry-{name}.access.log",
+            log=self.logs / f"registry-{name}.log",
+            username=username,
+            password=password,
+            anonymous_pull_prefix={"anonymous": "", "token": ANONYMOUS_PULL_PREFIX}.get(name),
+            token_realm=token_realm if token else None,
+            token_service=TOKEN_SERVICE if token else None,
+            token_log=token_dir / "requests.jsonl" if token else None,
+        )
 
     # -- processes -----------------------------------------------------------------------------------------
 

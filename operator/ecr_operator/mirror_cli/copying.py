@@ -55,6 +55,21 @@ def _is_tag(text: str) -> bool:
     return True
 
 
+async def _copies_asked_for(
+    request: MirrorRequest, client: RegistryClient
+) -> list[tuple[Reference, Reference]]:
+    """(source, destination) of each image to copy: the one named, or every tag the pattern selects."""
+    if request.tag_pattern is None:
+        return [(request.source, request.destination)]
+    listed = await client.list_tags(request.source)
+    tags = select_tags(listed, request.tag_pattern)
+    if not tags:
+        raise NotFound(
+            f"no tag of {request.source} matches {request.tag_pattern.pattern!r} ({len(listed)} tags listed)"
+        )
+    return [(request.source.with_tag(tag), request.destination.with_tag(tag)) for tag in tags]
+
+
 async def mirror(
     request: MirrorRequest,
     client: RegistryClient,
@@ -63,17 +78,7 @@ async def mirror(
     """Run the copies the request asks for; failures of single tags are collected, not raised."""
     outcome = MirrorOutcome()
     began = time.monotonic()
-    if request.tag_pattern is None:
-        pairs = [(request.source, request.destination)]
-    else:
-        listed = await client.list_tags(request.source)
-        tags = select_tags(listed, request.tag_pattern)
-        if not tags:
-            raise NotFound(
-                f"no tag of {request.source} matches {request.tag_pattern.pattern!r}"
-                f" ({len(listed)} tags listed)"
-            )
-        pairs = [(request.source.with_tag(tag), request.destination.with_tag(tag)) for tag in tags]
+    pairs = await _copies_asked_for(request, client)
     if progress is not None:
         progress.images_total = len(pairs)
     slots = asyncio.Semaphore(TAGS_PER_JOB * request.jobs)
