@@ -27,9 +27,9 @@ from ecr_operator.mirror_cli.main import EXIT_USAGE, main
 from ecr_operator.mirror_cli.output import summary
 from ecr_operator.mirror_cli.progress import ProgressLine
 from ecr_operator.registry.auth import ChainedCredentials, Credentials, InvalidDockerConfig
-from ecr_operator.registry.copy import BlobDone, BlobProgress, BlobStarted, ImageCopyResult, ReferrerCopy
 from ecr_operator.registry.errors import AuthError
 from ecr_operator.registry.reference import parse_reference
+from ecr_operator.registry.results import BlobDone, BlobProgress, BlobStarted, ImageCopyResult, ReferrerCopy
 from ecr_operator.tag_patterns import compile_tag_pattern
 
 pytestmark = pytest.mark.unit

@@ -11,9 +11,10 @@ from ecr_operator.ecr_hosts import ecr_host_region
 from ecr_operator.mirror_cli.arguments import TAGS_PER_JOB, MirrorRequest
 from ecr_operator.mirror_cli.progress import ProgressLine
 from ecr_operator.registry.client import RegistryClient
-from ecr_operator.registry.copy import ImageCopyResult, copy_image
+from ecr_operator.registry.copy import copy_image
 from ecr_operator.registry.errors import InvalidReference, NotFound, RegistryError
 from ecr_operator.registry.reference import Reference, validate_tag
+from ecr_operator.registry.results import ImageCopyResult
 from ecr_operator.tag_patterns import TagPattern
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from ecr_operator.mirror_cli.arguments import MirrorRequest
 from ecr_operator.mirror_cli.copying import MirrorOutcome
-from ecr_operator.registry.copy import ImageCopyResult
+from ecr_operator.registry.results import ImageCopyResult
 
 # What one copy moved, per image and summed over images in the totals.
 COUNTS = ("bytes_copied", "blobs_copied", "blobs_skipped", "blobs_mounted", "manifests_pushed")

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from ecr_operator.registry.copy import BlobDone, BlobProgress, BlobStarted, ProgressEvent
+from ecr_operator.registry.results import BlobDone, BlobProgress, BlobStarted, ProgressEvent
 
 
 class ProgressLine:
