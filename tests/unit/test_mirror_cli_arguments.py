@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ecr_operator.ecr_hosts import ecr_host_region
-from ecr_operator.mirror_cli.arguments import UsageError, parse_request
+from ecr_operator.mirror_cli.arguments import EXIT_USAGE, UsageError, parse_request
 from ecr_operator.mirror_cli.copying import MirrorOutcome, TagFailure, connections_for, select_tags
 from ecr_operator.mirror_cli.credentials import (
     EcrTokenCredentials,
@@ -23,7 +23,7 @@ from ecr_operator.mirror_cli.credentials import (
     registry_endpoints,
     registry_settings,
 )
-from ecr_operator.mirror_cli.main import EXIT_USAGE, main
+from ecr_operator.mirror_cli.main import main
 from ecr_operator.mirror_cli.output import summary
 from ecr_operator.mirror_cli.progress import ProgressLine
 from ecr_operator.registry.auth import ChainedCredentials, Credentials, InvalidDockerConfig

@@ -6,6 +6,6 @@ without an entry there, from an ECR authorization token (GetAuthorizationToken w
 credential chain). Registry host overrides and the CA bundle are the operator's own settings
 (``ECR_OPERATOR_REGISTRY_HOST_OVERRIDES``, ``ECR_OPERATOR_CA_BUNDLE``).
 
-``main`` (the entry point) parses the command line (``arguments``), finds credentials and settings
-(``credentials``), runs the copies (``copying``) and prints them (``output``, ``progress``).
+``main`` (the entry point) parses the command line (``arguments``); ``running`` then finds credentials
+and settings (``credentials``), runs the copies (``copying``) and prints them (``output``, ``progress``).
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,11 @@ MAX_JOBS = 8
 # goes faster with more of them, while blobs (memory, connections) stay bounded by --jobs per image.
 TAGS_PER_JOB = 2
 PROG = "ecr-operator mirror"
+# Exit statuses, as the epilog of --help states them.
+EXIT_OK = 0
+EXIT_COPY_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -157,3 +163,9 @@ def _tag_pattern(options: argparse.Namespace, source: Reference, destination: Re
             f"with --tags or --all-tags, DST names a repository: drop the tag from {destination}"
         )
     return tag_pattern
+
+
+def fail(code: int, message: str) -> int:
+    """Say on stderr why the command stops, and return its exit status."""
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return code

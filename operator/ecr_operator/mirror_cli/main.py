@@ -1,41 +1,11 @@
-"""The entry point of ``ecr-operator mirror``: exit 0 copied (or up to date), 1 a copy failed, 2 usage."""
+"""The entry point of ``ecr-operator mirror``."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from ecr_operator.logs import configure_logging
-from ecr_operator.mirror_cli.arguments import PROG, MirrorRequest, UsageError, parse_request
-from ecr_operator.mirror_cli.copying import MirrorOutcome, connections_for, mirror
-from ecr_operator.mirror_cli.credentials import (
-    EcrTokenCredentials,
-    RegistrySettings,
-    auth_file_candidates,
-    load_auth_files,
-    registry_endpoints,
-    registry_settings,
-)
-from ecr_operator.mirror_cli.output import describe, summary
-from ecr_operator.mirror_cli.progress import ProgressLine
-from ecr_operator.registry.auth import (
-    ChainedCredentials,
-    CredentialsProvider,
-    DockerConfigCredentials,
-    InvalidDockerConfig,
-)
-from ecr_operator.registry.client import RegistryClient
-from ecr_operator.registry.errors import RegistryError
-from ecr_operator.registry.transport import AiohttpSender, create_session
-
-EXIT_OK = 0
-EXIT_COPY_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+from ecr_operator.mirror_cli.arguments import EXIT_USAGE, UsageError, fail, parse_request
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,56 +15,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse: --help (0) or a malformed command line (2)
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     except UsageError as error:
-        return _fail(EXIT_USAGE, str(error))
-    try:
-        settings = registry_settings(os.environ)
-        candidates = auth_file_candidates(os.environ, Path.home(), request.auth_file)
-        configs = load_auth_files(candidates, required=request.auth_file is not None)
-    except (ValueError, InvalidDockerConfig) as error:  # InvalidSettingsError is a ValueError
-        return _fail(EXIT_USAGE, str(error))
-    configure_logging("text", "INFO" if request.verbose else "WARNING")
-    progress = ProgressLine(sys.stderr) if request.progress else None
-    try:
-        outcome = asyncio.run(_run(request, settings, configs, progress))
-    except KeyboardInterrupt:
-        return _fail(EXIT_INTERRUPTED, "interrupted")
-    except RegistryError as error:
-        return _fail(EXIT_COPY_FAILED, str(error))
-    finally:
-        if progress is not None:
-            progress.clear()
-    if request.json_output:
-        print(json.dumps(summary(request, outcome), indent=2))
-    else:
-        for result in outcome.copies:
-            print(describe(result))
-    for failure in outcome.failures:
-        # Most registry errors already start with the image they are about.
-        named = failure.error.startswith(str(failure.source))
-        print(f"{PROG}: {'' if named else f'{failure.source}: '}{failure.error}", file=sys.stderr)
-    return EXIT_OK if outcome.ok else EXIT_COPY_FAILED
+        return fail(EXIT_USAGE, str(error))
+    # Imported for a valid command line only: --help and usage errors load 145 fewer modules (aiohttp).
+    from ecr_operator.mirror_cli.running import run
 
-
-async def _run(
-    request: MirrorRequest,
-    settings: RegistrySettings,
-    configs: Sequence[DockerConfigCredentials],
-    progress: ProgressLine | None,
-) -> MirrorOutcome:
-    providers: list[CredentialsProvider] = [*configs, EcrTokenCredentials()]
-    endpoints = registry_endpoints(
-        settings.host_overrides, [request.source.registry, request.destination.registry]
-    )
-    async with create_session(
-        ca_bundle=settings.ca_bundle, connections=connections_for(request.jobs)
-    ) as session:
-        # One client for both sides: a shared token cache, and blob mounts within one registry.
-        client = RegistryClient(
-            AiohttpSender(session), credentials=ChainedCredentials(*providers), endpoints=endpoints
-        )
-        return await mirror(request, client, progress)
-
-
-def _fail(code: int, message: str) -> int:
-    print(f"{PROG}: {message}", file=sys.stderr)
-    return code
+    return run(request)
