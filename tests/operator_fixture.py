@@ -51,14 +51,14 @@ def free_port() -> int:
         return port
 
 
-def operator_command(command: str = "run") -> list[str]:
-    """``ecr-operator COMMAND`` by the installed console script, as a user runs it; ``python -m`` only if
-    the venv lacks it."""
+def operator_command(subcommand: str = "run") -> list[str]:
+    """``ecr-operator <subcommand>`` by the installed console script, as a user runs it; ``python -m``
+    only if the venv lacks it."""
     script = Path(sys.executable).with_name("ecr-operator")
     if script.exists():
-        return [str(script), command]
+        return [str(script), subcommand]
     found = shutil.which("ecr-operator")
-    return [found, command] if found else [sys.executable, "-m", "ecr_operator", command]
+    return [found, subcommand] if found else [sys.executable, "-m", "ecr_operator", subcommand]
 
 
 @dataclass
