@@ -68,7 +68,7 @@ test: deps lint typecheck ## lint, type checks, and every test (unit, integratio
 
 .PHONY: demo
 demo: deps ## start the local world, the operator and the examples (DEMO_ONCE=1 exits after printing)
-	$(BIN)/python -m ecr_sandbox.demo
+	$(BIN)/ecr-sandbox demo
 
 .PHONY: bench
 bench: deps ## benchmarks side by side with peers (BENCH=group, BENCH_RESULTS=dir)

@@ -1,7 +1,7 @@
 """``python -m bench [--only GROUP] [--results DIR]``: run the benchmarks, print the table, keep the lines.
 
 The test world is started for the run (or an existing one attached with ``--attach STATE_DIR``, e.g.
-from ``ecr-operator sandbox up``); peers are found or installed first (see bench.peers).
+from ``ecr-sandbox up``); peers are found or installed first (see bench.peers).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ Group = Callable[[World, Peers, Path, argparse.Namespace], tuple[list[BenchLine]
 def run_mirror(
     world: World, peers: Peers, work: Path, options: argparse.Namespace
 ) -> tuple[list[BenchLine], dict[str, object]]:
-    runs = mirror.Runs.all(options.runs) if options.runs else mirror.Runs()
+    runs = mirror.Runs.all(options.runs) if options.runs else mirror.DEFAULT_RUNS
     stage = mirror.Stage(world=world, work=work, peers=peers, runs=runs)
     found = mirror.run(stage, options.cases)
     for note in stage.notes:

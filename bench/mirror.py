@@ -16,7 +16,7 @@ import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -54,15 +54,19 @@ PLATFORMS = ("linux/amd64", "linux/arm64", "linux/s390x")
 class Runs:
     """How many times each case runs per tool (the median is reported)."""
 
-    single: int = 5
-    multi_arch: int = 5
-    sync: int = 3
-    large_layer: int = 2
-    latency: int = 3
+    single: int
+    multi_arch: int
+    sync: int
+    large_layer: int
+    latency: int
 
     @classmethod
     def all(cls, runs: int) -> Runs:
-        return cls(runs, runs, runs, runs, runs)
+        return cls(**{case.name: runs for case in fields(cls)})
+
+
+# A sync run copies 50 tags and a large-layer run 1 GiB: these run fewer times.
+DEFAULT_RUNS = Runs(single=5, multi_arch=5, sync=3, large_layer=2, latency=3)
 
 
 @dataclass
@@ -86,17 +90,15 @@ class Stage:
     def destination(self) -> RegistryInfo:
         return self.world.registries["ecr"]
 
-    @property
-    def home(self) -> Path:
-        return self.work / "home"
+    # Scratch HOME, and the one auth file (also as a docker config) every tool reads.
+    home: Path = field(init=False)
+    auth_file: Path = field(init=False)
+    docker_config: Path = field(init=False)
 
-    @property
-    def auth_file(self) -> Path:
-        return self.work / "auth.json"
-
-    @property
-    def docker_config(self) -> Path:
-        return self.work / "docker"
+    def __post_init__(self) -> None:
+        self.home, self.auth_file, self.docker_config = (
+            self.work / name for name in ("home", "auth.json", "docker")
+        )
 
     def fresh_seed(self) -> int:
         self._seed += 1
@@ -204,36 +206,37 @@ class Copier(Protocol):
 
 
 @dataclass(frozen=True)
-class Ours:
+class FixedArguments:
+    """A tool whose commands are fixed arguments before SRC and DST; None: it has no such command."""
+
+    name: str
     executable: Path
-    name: str = "ours"
+    copy_arguments: tuple[str, ...] | None
+    sync_arguments: tuple[str, ...] | None
+    warm_up_arguments: tuple[str, ...] = ("version",)
 
     def warm_up(self) -> list[str]:
-        return [str(self.executable), "mirror", "--help"]
+        return [str(self.executable), *self.warm_up_arguments]
 
-    def copy(self, source: str, destination: str) -> list[str]:
-        return [str(self.executable), "mirror", "--no-progress", source, destination]
+    def copy(self, source: str, destination: str) -> list[str] | None:
+        return self._command(self.copy_arguments, source, destination)
 
-    def sync(self, stage: Stage, source_repo: str, destination_repo: str) -> list[str]:
-        return [str(self.executable), "mirror", "--no-progress", "--all-tags", source_repo, destination_repo]
+    def sync(self, stage: Stage, source_repo: str, destination_repo: str) -> list[str] | None:
+        return self._command(self.sync_arguments, source_repo, destination_repo)
+
+    def _command(self, arguments: tuple[str, ...] | None, source: str, destination: str) -> list[str] | None:
+        return None if arguments is None else [str(self.executable), *arguments, source, destination]
 
 
 @dataclass(frozen=True)
 class Skopeo:
     executable: Path
-    cert_dir: Path
-    auth_file: Path
+    # --src-cert-dir, --dest-cert-dir, --authfile: skopeo is told where the world's CA and credentials are.
+    access: tuple[str, ...]
     name: str = "skopeo"
 
     def warm_up(self) -> list[str]:
         return [str(self.executable), "--version"]
-
-    def _access(self) -> list[str]:
-        return [
-            f"--src-cert-dir={self.cert_dir}",
-            f"--dest-cert-dir={self.cert_dir}",
-            f"--authfile={self.auth_file}",
-        ]
 
     def copy(self, source: str, destination: str) -> list[str]:
         # --all: every platform of an index (else only the host's, under a rewritten index);
@@ -243,7 +246,7 @@ class Skopeo:
             "copy",
             "--all",
             "--preserve-digests",
-            *self._access(),
+            *self.access,
             f"docker://{source}",
             f"docker://{destination}",
         ]
@@ -260,44 +263,16 @@ class Skopeo:
             "--dest=docker",
             "--all",
             "--preserve-digests",
-            *self._access(),
+            *self.access,
             source_repo,
             prefix,
         ]
 
 
 @dataclass(frozen=True)
-class Crane:
-    executable: Path
-    name: str = "crane"
-
-    def warm_up(self) -> list[str]:
-        return [str(self.executable), "version"]
-
-    def copy(self, source: str, destination: str) -> list[str]:
-        return [str(self.executable), "copy", source, destination]
-
-    def sync(self, stage: Stage, source_repo: str, destination_repo: str) -> list[str]:
-        return [str(self.executable), "copy", "--all-tags", source_repo, destination_repo]
-
-
-@dataclass(frozen=True)
-class Regctl:
-    executable: Path
-    name: str = "regctl"
-
-    def warm_up(self) -> list[str]:
-        return [str(self.executable), "version"]
-
-    def copy(self, source: str, destination: str) -> list[str]:
-        return [str(self.executable), "image", "copy", source, destination]
-
-    def sync(self, stage: Stage, source_repo: str, destination_repo: str) -> None:
-        return None  # regsync is regclient's sync tool
-
-
-@dataclass(frozen=True)
 class Regsync:
+    """regclient's sync tool: a config file per sync, no copy command (regctl copies)."""
+
     executable: Path
     name: str = "regsync"
 
@@ -331,14 +306,28 @@ class Regsync:
 
 
 def copiers(stage: Stage) -> list[Copier]:
-    found: list[Copier] = [Ours(Path(sys.executable).with_name("ecr-operator"))]
+    ours = FixedArguments(
+        "ours",
+        Path(sys.executable).with_name("ecr-operator"),
+        copy_arguments=("mirror", "--no-progress"),
+        sync_arguments=("mirror", "--no-progress", "--all-tags"),
+        warm_up_arguments=("mirror", "--help"),
+    )
+    found: list[Copier] = [ours]
     peers = stage.peers
     if peers.skopeo:
-        found.append(Skopeo(peers.skopeo, stage.world.registry_cert_dir, stage.auth_file))
+        cert_dir = stage.world.registry_cert_dir
+        access = (
+            f"--src-cert-dir={cert_dir}",
+            f"--dest-cert-dir={cert_dir}",
+            f"--authfile={stage.auth_file}",
+        )
+        found.append(Skopeo(peers.skopeo, access))
     if peers.crane:
-        found.append(Crane(peers.crane))
+        found.append(FixedArguments("crane", peers.crane, ("copy",), ("copy", "--all-tags")))
     if peers.regctl:
-        found.append(Regctl(peers.regctl))
+        # regsync is regclient's sync tool.
+        found.append(FixedArguments("regctl", peers.regctl, ("image", "copy"), None))
     if peers.regsync:
         found.append(Regsync(peers.regsync))
     return found
@@ -506,30 +495,46 @@ def cold_copy(
             stage.record(case, tool.name, measured)
 
 
+@dataclass(frozen=True)
+class SyncRun:
+    """One tool's sync of a freshly seeded source repository into a destination no run used before."""
+
+    tool: Copier
+    source: str
+    target: str
+    tags: dict[str, str]
+    """tag -> the digest the target must hold afterwards"""
+
+    def argv(self, stage: Stage, source_host: str, destination_host: str) -> list[str] | None:
+        return self.tool.sync(stage, f"{source_host}/{self.source}", f"{destination_host}/{self.target}")
+
+
+def seeded_syncs(stage: Stage, tools: Sequence[Copier], case: str, runs: int) -> list[SyncRun]:
+    """The sync runs of ``case`` in order, all seeded before the first one is measured."""
+    syncs = []
+    for run, tool in rounds(syncing(stage, tools), runs):
+        source = f"{stage.repository('src', case, tool.name, run)}/app"
+        target = f"{stage.repository('dst', case, tool.name, run)}/app"
+        syncs.append(SyncRun(tool, source, target, seed_tags(stage, source)))
+    settle()
+    return syncs
+
+
 def tag_sync(stage: Stage, tools: Sequence[Copier]) -> None:
     """A cold sync of TAGS tags, then the same sync again with nothing to do: its time and source GETs."""
-    plan = list(rounds(syncing(stage, tools), stage.runs.sync))
-    expected = {
-        (run, tool.name): seed_tags(stage, stage.repository("src", "sync", tool.name, run) + "/app")
-        for run, tool in plan
-    }
-    settle()
-    for run, tool in plan:
-        source = f"{stage.source.host}/{stage.repository('src', 'sync', tool.name, run)}/app"
-        target = f"{stage.repository('dst', 'sync', tool.name, run)}/app"
-        argv = tool.sync(stage, source, f"{stage.destination.host}/{target}")
-        tags = expected[(run, tool.name)]
-        measured = stage.measure("tag_sync_cold", tool, argv, target, tags)
+    for sync in seeded_syncs(stage, tools, "sync", stage.runs.sync):
+        argv = sync.argv(stage, stage.source.host, stage.destination.host)
+        measured = stage.measure("tag_sync_cold", sync.tool, argv, sync.target, sync.tags)
         if measured is None:
             continue
-        stage.record("tag_sync_cold", tool.name, measured)
+        stage.record("tag_sync_cold", sync.tool.name, measured)
         log = AccessLog(stage.source)
-        again = stage.measure("noop_resync", tool, argv, target, tags)
+        again = stage.measure("noop_resync", sync.tool, argv, sync.target, sync.tags)
         if again is None:
             continue
         stage.record(
             "noop_resync",
-            tool.name,
+            sync.tool.name,
             again,
             source_gets=content_gets(log.since()),
             ms_per_tag=again.seconds * 1000 / TAGS,
@@ -538,12 +543,7 @@ def tag_sync(stage: Stage, tools: Sequence[Copier]) -> None:
 
 def tag_sync_with_latency(stage: Stage, tools: Sequence[Copier]) -> None:
     """The cold tag sync through proxies that add ROUND_TRIP to every round trip on both sides."""
-    plan = list(rounds(syncing(stage, tools), stage.runs.latency))
-    expected = {
-        (run, tool.name): seed_tags(stage, stage.repository("src", "latency", tool.name, run) + "/app")
-        for run, tool in plan
-    }
-    settle()
+    syncs = seeded_syncs(stage, tools, "latency", stage.runs.latency)
     targets = {
         "source": ("127.0.0.1", int(stage.source.host.rpartition(":")[2])),
         "destination": ("127.0.0.1", int(stage.destination.host.rpartition(":")[2])),
@@ -553,14 +553,11 @@ def tag_sync_with_latency(stage: Stage, tools: Sequence[Copier]) -> None:
         destination_host = f"127.0.0.1:{routes['destination'].listen_port}"
         stage.write_credentials([destination_host])
         try:
-            for run, tool in plan:
-                source = f"{source_host}/{stage.repository('src', 'latency', tool.name, run)}/app"
-                target = f"{stage.repository('dst', 'latency', tool.name, run)}/app"
-                argv = tool.sync(stage, source, f"{destination_host}/{target}")
-                tags = expected[(run, tool.name)]
-                measured = stage.measure("tag_sync_latency", tool, argv, target, tags)
+            for sync in syncs:
+                argv = sync.argv(stage, source_host, destination_host)
+                measured = stage.measure("tag_sync_latency", sync.tool, argv, sync.target, sync.tags)
                 if measured is not None:
-                    stage.record("tag_sync_latency", tool.name, measured)
+                    stage.record("tag_sync_latency", sync.tool.name, measured)
         finally:
             stage.write_credentials()
 

@@ -1,6 +1,6 @@
 """Fixtures for every test layer: the real test world, started lazily once per session.
 
-Set ``ECR_SANDBOX_ATTACH=DIR`` to run against a world ``ecr-operator sandbox up --state-dir DIR`` started
+Set ``ECR_SANDBOX_ATTACH=DIR`` to run against a world ``ecr-sandbox up --state-dir DIR`` started
 (faster edit-test loops; that world is left running).
 """
 

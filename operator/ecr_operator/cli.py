@@ -1,4 +1,4 @@
-"""``ecr-operator``: run the operator, write the CRDs, or drive the local sandbox."""
+"""``ecr-operator``: run the operator, write the CRDs, or copy an image once."""
 
 from __future__ import annotations
 
@@ -34,10 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument(
         "--out", type=Path, default=Path("crds"), help="directory to write into (default: crds)"
     )
-    # Only listed here for --help: their arguments belong to their own parsers (see main).
-    commands.add_parser(
-        "sandbox", help="start or stop the local test world (see: ecr-operator sandbox --help)"
-    )
+    # Only listed here for --help: its arguments belong to its own parser (see main).
     commands.add_parser(
         "mirror", help="copy an image, or matching tags, once (see: ecr-operator mirror --help)"
     )
@@ -46,12 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments[:1] == ["sandbox"]:
-        from ecr_sandbox.cli import main as sandbox_main
-
-        return sandbox_main(arguments[1:])
     if arguments[:1] == ["mirror"]:
-        from ecr_operator.mirror_cli import main as mirror_main
+        from ecr_operator.mirror_cli.main import main as mirror_main
 
         return mirror_main(arguments[1:])
     options = build_parser().parse_args(arguments)

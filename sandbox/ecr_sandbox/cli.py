@@ -1,4 +1,7 @@
-"""``ecr-operator sandbox up|down``: run the test world detached, for ``make demo`` and manual work."""
+"""``ecr-sandbox up|down|demo``: the test world detached for manual work, or the whole product demo.
+
+A command of its own, not of ``ecr-operator``: the product never imports the test world.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +17,8 @@ from ecr_sandbox.world import World
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ecr-operator sandbox",
-        description="Start or stop the local test world: Kubernetes control plane, moto, registries.",
+        prog="ecr-sandbox",
+        description="The local test world (Kubernetes control plane, moto, registries), or the demo.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start a world in the background and write STATE_DIR/env")
@@ -30,11 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     down = commands.add_parser("down", help="stop the world running in STATE_DIR")
     down.add_argument("--state-dir", type=Path, required=True)
+    commands.add_parser(
+        "demo",
+        help="a world, the operator and examples/ from the current directory (what `make demo` runs)",
+        description="Environment: DEMO_ONCE=1 exits after printing; DEMO_STATE_DIR (default .sandbox/demo).",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if options.command == "demo":
+        from ecr_sandbox.demo import run_demo
+
+        return run_demo()
     if options.command == "up":
         try:
             world = World.start(options.state_dir, detach=True, manifests=options.apply)
@@ -59,7 +71,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     world.stop()
     print(f"sandbox in {world.state_dir} stopped")
     return 0
-
-
-# The name the contract gives the entry point; ``main`` is what ``ecr_operator.cli`` imports.
-sandbox_main = main

@@ -1,4 +1,4 @@
-"""``make demo``: the whole product on one machine, driven the way a user drives it.
+"""``ecr-sandbox demo`` (``make demo``): the whole product on one machine, driven the way a user drives it.
 
 Starts the test world with the CRDs installed, runs ``ecr-operator run`` against it, applies ``examples/``
 into a ``demo`` namespace, waits for the objects to settle, prints what ``kubectl get`` shows, and keeps
@@ -38,7 +38,7 @@ UPSTREAM_IMAGES = {
 }
 
 
-def main() -> int:
+def run_demo() -> int:
     repo_root = Path.cwd()
     state_dir = Path(os.environ.get("DEMO_STATE_DIR", repo_root / ".sandbox" / "demo"))
     once = os.environ.get("DEMO_ONCE", "") not in ("", "0")
@@ -210,7 +210,3 @@ def _wait_for_interrupt() -> None:
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
-
-
-if __name__ == "__main__":
-    sys.exit(main())

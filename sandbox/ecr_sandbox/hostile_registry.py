@@ -416,24 +416,6 @@ class HostileRequestHandler(BaseHTTPRequestHandler):
     server: HostileServer
     protocol_version = "HTTP/1.1"  # keep-alive: a client can be hurt as fast as it asks
 
-    def do_GET(self) -> None:
-        self._handle()
-
-    def do_HEAD(self) -> None:
-        self._handle()
-
-    def do_PUT(self) -> None:
-        self._handle()
-
-    def do_POST(self) -> None:
-        self._handle()
-
-    def do_PATCH(self) -> None:
-        self._handle()
-
-    def do_DELETE(self) -> None:
-        self._handle()
-
     def _handle(self) -> None:
         registry = self.server.registry
         length = self.headers.get("Content-Length")
@@ -454,6 +436,9 @@ class HostileRequestHandler(BaseHTTPRequestHandler):
             if counted:
                 registry.stats.finished(repository)
             self._access_log(answer.status, sent)
+
+    # BaseHTTPRequestHandler dispatches on do_<METHOD>; every method gets the same hostile answer logic.
+    do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
 
     def _send(self, answer: Answer) -> int:
         body = b"" if self.command == "HEAD" else answer.body

@@ -69,17 +69,16 @@ def etcd_argv(etcd: Path, data_dir: Path, client_port: int, peer_port: int) -> l
 
 
 @dataclass(frozen=True)
-class ApiserverFiles:
-    serving_cert: Path
-    serving_key: Path
-    client_ca: Path
-    service_account_public_key: Path
-    service_account_private_key: Path
-    audit_policy: Path
-    audit_log: Path
+class ControlPlaneFiles:
+    """The directories the launcher writes the control plane's files into: ``pki`` holds ``<name>.crt`` and
+    ``<name>.key`` pairs (``ca``, ``apiserver``, ``controller-manager``), the service-account key pair and
+    the controller manager's kubeconfig; ``kube`` the audit policy and log."""
+
+    pki: Path
+    kube: Path
 
 
-def apiserver_argv(binary: Path, files: ApiserverFiles, *, port: int, etcd_client_port: int) -> list[str]:
+def apiserver_argv(binary: Path, files: ControlPlaneFiles, *, port: int, etcd_client_port: int) -> list[str]:
     # The default admission plugins all work without a kubelet (ServiceAccount admission only needs the
     # ServiceAccount, which kube-controller-manager creates), so pods can be created; they stay Pending.
     return [
@@ -88,43 +87,34 @@ def apiserver_argv(binary: Path, files: ApiserverFiles, *, port: int, etcd_clien
         "--bind-address=127.0.0.1",
         "--advertise-address=127.0.0.1",
         f"--secure-port={port}",
-        f"--tls-cert-file={files.serving_cert}",
-        f"--tls-private-key-file={files.serving_key}",
-        f"--client-ca-file={files.client_ca}",
+        f"--tls-cert-file={files.pki / 'apiserver.crt'}",
+        f"--tls-private-key-file={files.pki / 'apiserver.key'}",
+        f"--client-ca-file={files.pki / 'ca.crt'}",
         "--authorization-mode=RBAC",
         f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
-        f"--service-account-key-file={files.service_account_public_key}",
-        f"--service-account-signing-key-file={files.service_account_private_key}",
+        f"--service-account-key-file={files.pki / 'service-account.pub'}",
+        f"--service-account-signing-key-file={files.pki / 'service-account.key'}",
         f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
         # The `kubernetes` Service would point at 127.0.0.1, which Endpoints validation rejects.
         "--endpoint-reconciler-type=none",
-        f"--audit-policy-file={files.audit_policy}",
-        f"--audit-log-path={files.audit_log}",
+        f"--audit-policy-file={files.kube / 'audit-policy.yaml'}",
+        f"--audit-log-path={files.kube / 'audit.log'}",
         "--audit-log-mode=blocking",
     ]
 
 
-@dataclass(frozen=True)
-class ControllerManagerFiles:
-    kubeconfig: Path
-    serving_cert: Path
-    serving_key: Path
-    service_account_private_key: Path
-    root_ca: Path
-
-
-def controller_manager_argv(binary: Path, files: ControllerManagerFiles, *, port: int) -> list[str]:
+def controller_manager_argv(binary: Path, files: ControlPlaneFiles, *, port: int) -> list[str]:
     return [
         str(binary),
-        f"--kubeconfig={files.kubeconfig}",
+        f"--kubeconfig={files.pki / 'controller-manager.kubeconfig'}",
         "--bind-address=127.0.0.1",
         f"--secure-port={port}",
-        f"--tls-cert-file={files.serving_cert}",
-        f"--tls-private-key-file={files.serving_key}",
+        f"--tls-cert-file={files.pki / 'controller-manager.crt'}",
+        f"--tls-private-key-file={files.pki / 'controller-manager.key'}",
         f"--controllers={','.join(CONTROLLERS)}",
         "--use-service-account-credentials=false",
-        f"--service-account-private-key-file={files.service_account_private_key}",
-        f"--root-ca-file={files.root_ca}",
+        f"--service-account-private-key-file={files.pki / 'service-account.key'}",
+        f"--root-ca-file={files.pki / 'ca.crt'}",
         "--leader-elect=false",
         # The namespace controller issues ~100 requests per deleted namespace; the default 20 qps
         # would make every test namespace take seconds to go away.

@@ -53,37 +53,52 @@ def public_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
+# What an ECDSA key of the world never does.
+_UNUSED_KEY_USAGES = dict.fromkeys(
+    (
+        "content_commitment",
+        "key_encipherment",
+        "data_encipherment",
+        "key_agreement",
+        "encipher_only",
+        "decipher_only",
+    ),
+    False,
+)
+
+
 def _key_usage(*, certificate_authority: bool) -> x509.KeyUsage:
     """ECDSA keys only sign; a CA's key also signs certificates and CRLs."""
     return x509.KeyUsage(
         digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
         key_cert_sign=certificate_authority,
         crl_sign=certificate_authority,
-        encipher_only=False,
-        decipher_only=False,
+        **_UNUSED_KEY_USAGES,
+    )
+
+
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, *, certificate_authority: bool
+) -> x509.CertificateBuilder:
+    """What every certificate of the world has: validity, serial, and whether it may sign others."""
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=certificate_authority, path_length=None), critical=True)
+        .add_extension(_key_usage(certificate_authority=certificate_authority), critical=True)
     )
 
 
 def self_signed_ca(common_name: str, key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.UTC)
     return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + _VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            _key_usage(certificate_authority=True),
-            critical=True,
-        )
+        _builder(name, name, key, certificate_authority=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -143,20 +158,8 @@ class CertificateAuthority:
         alt_names: x509.SubjectAlternativeName | None,
     ) -> CertAndKey:
         key = new_private_key()
-        now = datetime.datetime.now(datetime.UTC)
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
-            .not_valid_after(now + _VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                _key_usage(certificate_authority=False),
-                critical=True,
-            )
+            _builder(subject, self.cert.subject, key, certificate_authority=False)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False

@@ -16,6 +16,11 @@ import yaml
 
 from ecr_sandbox.tools import tool_path
 
+# The world's distribution registries, and the name of our own hostile one (ecr_sandbox.hostile_registry),
+# for tests that no upstream can hurt the operator.
+REGISTRY_NAMES = ("ecr", "anonymous", "basic", "token")
+HOSTILE_REGISTRY = "hostile"
+
 
 class RegistryAuth(StrEnum):
     NONE = "none"

@@ -40,7 +40,8 @@ import pytest
 
 from ecr_operator.config import Settings
 from ecr_sandbox.hostile_registry import fetch_stats
-from ecr_sandbox.world import HOSTILE_REGISTRY, World
+from ecr_sandbox.registries import HOSTILE_REGISTRY
+from ecr_sandbox.world import World
 from operator_fixture import OPERATORS_KEY, OperatorProcess, free_port, operator_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

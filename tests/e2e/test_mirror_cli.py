@@ -7,9 +7,7 @@ registry serves, and which requests the source registry answered (its access log
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,20 +26,12 @@ from ecr_sandbox.images import (
 )
 from ecr_sandbox.registries import RegistryInfo, RegistryRequest
 from ecr_sandbox.world import World
+from operator_fixture import operator_command
 
 pytestmark = pytest.mark.e2e
 
 OCI_EMPTY = "application/vnd.oci.empty.v1+json"
 SBOM_TYPE = "application/spdx+json"
-
-
-def mirror_command() -> list[str]:
-    """The installed console script, as a user runs it; ``python -m`` only if the venv lacks it."""
-    script = Path(sys.executable).with_name("ecr-operator")
-    if script.exists():
-        return [str(script), "mirror"]
-    found = shutil.which("ecr-operator")
-    return [found, "mirror"] if found else [sys.executable, "-m", "ecr_operator", "mirror"]
 
 
 def run_mirror(
@@ -54,7 +44,12 @@ def run_mirror(
     if auth_file is not None:
         env["REGISTRY_AUTH_FILE"] = str(auth_file)
     return subprocess.run(
-        [*mirror_command(), *args], env=env, capture_output=True, text=True, timeout=180, check=False
+        [*operator_command("mirror"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
 
 

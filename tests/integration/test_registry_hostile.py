@@ -31,7 +31,8 @@ from ecr_operator.registry.limits import Deadlines
 from ecr_operator.registry.reference import Reference, parse_reference
 from ecr_operator.registry.transport import AiohttpSender, create_session
 from ecr_sandbox.hostile_registry import DUPLICATE_CHILDREN, fetch_stats
-from ecr_sandbox.world import HOSTILE_REGISTRY, World
+from ecr_sandbox.registries import HOSTILE_REGISTRY
+from ecr_sandbox.world import World
 
 pytestmark = pytest.mark.integration
 

@@ -11,26 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from ecr_operator.mirror_cli import (
-    EXIT_USAGE,
+from ecr_operator.ecr_hosts import ecr_host_region
+from ecr_operator.mirror_cli.arguments import EXIT_USAGE, UsageError, parse_request
+from ecr_operator.mirror_cli.copying import MirrorOutcome, TagFailure, connections_for, select_tags
+from ecr_operator.mirror_cli.credentials import (
     EcrTokenCredentials,
-    MirrorOutcome,
-    ProgressLine,
-    TagFailure,
-    UsageError,
     auth_file_candidates,
-    connections_for,
     decode_ecr_token,
-    ecr_region,
     load_auth_files,
-    main,
-    parse_request,
     read_auth_file,
     registry_endpoints,
     registry_settings,
-    select_tags,
-    summary,
 )
+from ecr_operator.mirror_cli.main import main
+from ecr_operator.mirror_cli.output import summary
+from ecr_operator.mirror_cli.progress import ProgressLine
 from ecr_operator.registry.auth import ChainedCredentials, Credentials, InvalidDockerConfig
 from ecr_operator.registry.errors import AuthError
 from ecr_operator.registry.reference import parse_reference
@@ -194,11 +189,11 @@ def test_a_named_auth_file_must_exist_and_a_broken_one_is_named_without_secrets(
 
 
 def test_ecr_hosts_and_their_regions() -> None:
-    assert ecr_region(ECR) == "eu-west-1"
-    assert ecr_region("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com") == "us-gov-west-1"
-    assert ecr_region("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn") == "cn-north-1"
-    assert ecr_region("ghcr.io") is None
-    assert ecr_region("12345.dkr.ecr.eu-west-1.amazonaws.com") is None
+    assert ecr_host_region(ECR) == "eu-west-1"
+    assert ecr_host_region("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com") == "us-gov-west-1"
+    assert ecr_host_region("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn") == "cn-north-1"
+    assert ecr_host_region("ghcr.io") is None
+    assert ecr_host_region("12345.dkr.ecr.eu-west-1.amazonaws.com") is None
 
 
 async def test_ecr_tokens_are_fetched_once_per_region_and_only_for_ecr_hosts() -> None:
