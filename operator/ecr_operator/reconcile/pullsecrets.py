@@ -40,10 +40,10 @@ from ecr_operator.api.common import (
     RegistryIdentity,
 )
 from ecr_operator.api.repository import PullSecret
-from ecr_operator.aws.tokens import IdentityToken, RefreshProblem, TokenStatus
 from ecr_operator.conditions import DesiredCondition, StatusValue, conditions_patch, format_time
 from ecr_operator.config import PullSecretSettings, ServiceAccountSelector
 from ecr_operator.reconcile.identity import AwsIdentity
+from ecr_operator.reconcile.tokens import IdentityToken, RefreshProblem, TokenStatus
 
 SECRET_TYPE = "kubernetes.io/dockerconfigjson"  # noqa: S105 -- a Secret type name
 DOCKER_CONFIG_KEY = ".dockerconfigjson"
