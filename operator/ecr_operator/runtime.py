@@ -19,11 +19,14 @@ from ecr_operator.api.common import GROUP
 from ecr_operator.aws.ecr import EcrRepositories
 from ecr_operator.aws.iam import IamRolePolicies
 from ecr_operator.aws.session import AwsClients
+from ecr_operator.aws.tokens import RegistryLogin, TokenCache, ecr_token_cache
 from ecr_operator.config import Settings, settings_summary
+from ecr_operator.controllers.mirror import MirrorController
+from ecr_operator.controllers.mirror_registries import MirrorRegistries
 from ecr_operator.drift import DriftSchedule
+from ecr_operator.kube import Kube
 from ecr_operator.locks import KeyedLocks
 from ecr_operator.metrics import Metrics, MetricsServer, ObjectReadiness
-from ecr_operator.mirroring import Mirroring
 
 if TYPE_CHECKING:
     from ecr_operator.handlers.pullsecrets import PullSecretController
@@ -67,13 +70,18 @@ class Runtime:
     aws: AwsClients
     ecr: EcrRepositories
     iam: IamRolePolicies
+    kube: Kube
+    registry_login: RegistryLogin
+    ecr_tokens: TokenCache
     drift: DriftSchedule
     """Shared drift-check passes of EcrRepository objects."""
     repository_locks: KeyedLocks
     """One lock per ECR repository: its observe-decide-act steps never interleave within the process."""
     readiness: ObjectReadiness
-    mirroring: Mirroring
-    """ImageMirror syncs: registry sessions, ECR tokens, per-mirror wake-ups."""
+    mirror_registries: MirrorRegistries
+    """Registry sessions and the clients mirror passes keep, with the authentication they learned."""
+    mirroring: MirrorController
+    """ImageMirror syncs: one loop per mirror, fair slots, per-mirror wake-ups."""
     pull_secrets: PullSecretController | None = None
     """Set by the pull-secret startup handler, which needs kopf's indexes (they exist only from then on)."""
 
@@ -81,6 +89,12 @@ class Runtime:
     def create(cls, settings: Settings) -> Runtime:
         metrics = Metrics()
         aws = AwsClients(metrics, allowed_regions=settings.allowed_regions)
+        kube = Kube.from_settings(settings)
+        registry_login = RegistryLogin(settings.registry_host_overrides, ca_bundle=settings.ca_bundle)
+        ecr_tokens = ecr_token_cache(aws, registry_login, settings)
+        ecr = EcrRepositories(aws)
+        readiness = ObjectReadiness(metrics.objects)
+        mirror_registries = MirrorRegistries(settings)
         return cls(
             settings=settings,
             metrics=metrics,
@@ -90,14 +104,27 @@ class Runtime:
                 max_workers=settings.aws_max_concurrency, thread_name_prefix="blocking"
             ),
             aws=aws,
-            ecr=EcrRepositories(aws),
+            ecr=ecr,
             iam=IamRolePolicies(aws),
+            kube=kube,
+            registry_login=registry_login,
+            ecr_tokens=ecr_tokens,
             drift=DriftSchedule(
                 settings.drift_interval.total_seconds(), settings.drift_jitter.total_seconds()
             ),
             repository_locks=KeyedLocks(),
-            readiness=ObjectReadiness(metrics.objects),
-            mirroring=Mirroring(settings, aws),
+            readiness=readiness,
+            mirror_registries=mirror_registries,
+            mirroring=MirrorController(
+                settings,
+                metrics=metrics,
+                readiness=readiness,
+                aws=aws,
+                ecr=ecr,
+                kube=kube,
+                tokens=ecr_tokens,
+                registries=mirror_registries,
+            ),
         )
 
     def __copy__(self) -> Runtime:
@@ -113,10 +140,13 @@ class Runtime:
             raise StartupError(
                 f"cannot serve metrics on {self.settings.bind_address}:{self.settings.metrics_port}: {error}"
             ) from None
-        await self.mirroring.start()
+        await self.registry_login.start()
+        await self.mirror_registries.start()
 
     async def stop(self) -> None:
-        await self.mirroring.stop()
+        await self.mirror_registries.stop()
+        await self.registry_login.stop()
+        self.kube.close()
         await self.metrics_server.stop()
 
 
@@ -126,7 +156,7 @@ async def serve(settings: Settings) -> None:
     kopf installs its own SIGTERM/SIGINT handlers: it stops the watches, runs cleanup handlers and returns.
     Importing ``ecr_operator.handlers`` first registers the handlers in kopf's default registry.
     """
-    runtime = Runtime.create(settings)
+    runtime = await asyncio.to_thread(Runtime.create, settings)
     await runtime.start()
     try:
         host = f"[{settings.bind_address}]" if ":" in settings.bind_address else settings.bind_address

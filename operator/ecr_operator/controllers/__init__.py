@@ -1,1 +1,1 @@
-"""Controllers: the logic that drives the adapters for one kind of object (kopf-free; handlers/ wires them)."""
+"""Controllers: the logic that drives the adapters for one kind of object; handlers/ wires kopf to them."""

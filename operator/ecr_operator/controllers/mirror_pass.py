@@ -63,13 +63,18 @@ from ecr_operator.reconcile.mirror import (
     select_tags,
     unexpected_failure,
 )
-from ecr_operator.registry.auth import Anonymous, CredentialsProvider, DockerConfigCredentials, InvalidDockerConfig
+from ecr_operator.registry.auth import (
+    Anonymous,
+    CredentialsProvider,
+    DockerConfigCredentials,
+    InvalidDockerConfig,
+)
 from ecr_operator.registry.client import RegistryClient
-from ecr_operator.registry.copy import ImageCopyResult, copy_image
-from ecr_operator.registry.errors import InvalidReference, RegistryError
-from ecr_operator.registry.guard import SourceRefused
+from ecr_operator.registry.copy import copy_image
+from ecr_operator.registry.errors import InvalidReference, RegistryError, SourceRefused
 from ecr_operator.registry.platforms import PlatformFilter
 from ecr_operator.registry.reference import Reference, parse_reference
+from ecr_operator.registry.results import ImageCopyResult
 from ecr_operator.tag_patterns import InvalidTagPattern
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -294,7 +299,9 @@ class MirrorPass:
 
     def _forget_refused_token(self, destination: Destination) -> None:
         """It may be ECR's token that was refused: the next pass fetches a new one, with new clients."""
-        if any(o.failure is not None and o.failure.reason == Reason.AUTHENTICATION_FAILED for o in self._outcomes):
+        if any(
+            o.failure is not None and o.failure.reason == Reason.AUTHENTICATION_FAILED for o in self._outcomes
+        ):
             self.services.tokens.forget(destination.identity)
             self.services.registries.forget_identity(destination.identity)
 
@@ -384,14 +391,14 @@ class MirrorPass:
     async def _create_child(self, spec: ImageMirrorSpec) -> dict[str, Any]:
         body = child_repository(spec, namespace=self.namespace, name=self.name, uid=self.uid)
         created = await self.services.kube.create_object(ECR_REPOSITORY, self.namespace, body)
-        message = (
-            f"Created EcrRepository {self.name} for ECR repository {spec.destination.repository_name}."
-        )
+        message = f"Created EcrRepository {self.name} for ECR repository {spec.destination.repository_name}."
         self.logger.info(message)
         await self._post(EventNote("Normal", "DestinationCreated", message))
         return created
 
-    async def _updated_child(self, spec: ImageMirrorSpec, existing: dict[str, Any]) -> Mapping[str, Any] | Failure:
+    async def _updated_child(
+        self, spec: ImageMirrorSpec, existing: dict[str, Any]
+    ) -> Mapping[str, Any] | Failure:
         desired = spec.destination.child_repository_spec()
         if not child_spec_outdated(existing.get("spec"), desired):
             return existing
@@ -438,7 +445,8 @@ class MirrorPass:
         if key is None:
             return Failure(
                 Reason.INVALID_CREDENTIALS,
-                f"Secret {secret} has no .dockerconfigjson: it must be of type kubernetes.io/dockerconfigjson.",
+                f"Secret {secret} has no .dockerconfigjson: it must be of type"
+                " kubernetes.io/dockerconfigjson.",
             )
         try:
             return base64.b64decode(found.data[key], validate=True)
@@ -486,7 +494,9 @@ class MirrorPass:
 
     async def _post(self, note: EventNote) -> None:
         try:
-            await self.services.kube.post_event(self.mirror.reference, note.type, str(note.reason), note.message)
+            await self.services.kube.post_event(
+                self.mirror.reference, note.type, str(note.reason), note.message
+            )
         except KubeApiError as error:
             # An Event is a courtesy: status and metrics already tell the same.
             self.logger.warning(f"Event {note.reason} not posted: {error}")
