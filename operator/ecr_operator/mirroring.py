@@ -27,8 +27,7 @@ from ecr_operator.api.common import GROUP, VERSION
 from ecr_operator.api.mirror import IMAGE_MIRROR
 from ecr_operator.api.repository import ECR_REPOSITORY
 from ecr_operator.aws.registry_credentials import EcrCredentials
-from ecr_operator.aws.session import AwsClients
-from ecr_operator.aws.tokens import TokenCache, ecr_token_cache, registry_endpoint
+from ecr_operator.aws.tokens import TokenCache, registry_endpoint
 from ecr_operator.config import Settings
 from ecr_operator.kubeapi import FIELD_MANAGER, MERGE_PATCH, KubeApiError, call_api, load_api_client
 from ecr_operator.reconcile.identity import AwsIdentity
@@ -190,9 +189,8 @@ class FairSlots:
 class Mirroring:
     """Shared by every mirror's daemon: clients, the fair share of syncs at once, and per-mirror wake-ups."""
 
-    def __init__(self, settings: Settings, aws: AwsClients) -> None:
+    def __init__(self, settings: Settings, tokens: TokenCache) -> None:
         self.settings = settings
-        self._aws = aws
         self.slots = FairSlots(
             SlotLimits(
                 total=settings.mirror_concurrency,
@@ -204,7 +202,8 @@ class Mirroring:
         self._wakeups: dict[str, asyncio.Event] = {}
         self._sources: aiohttp.ClientSession | None = None
         self._destinations: aiohttp.ClientSession | None = None
-        self._tokens: TokenCache | None = None
+        # The Runtime's one ECR token cache: pull secrets of the same identity share its tokens.
+        self._tokens = tokens
         # Bearer tokens of source registries, shared by every pass: a token is cached per registry, scope
         # and credentials (their fingerprint), so one never serves another secret's requests.
         self._source_tokens = RegistryTokens()
@@ -218,7 +217,6 @@ class Mirroring:
         self._destinations = create_guarded_session(
             self.destination_policy, ca_bundle=self.settings.ca_bundle
         )
-        self._tokens = ecr_token_cache(self._aws, self._destinations, self.settings)
 
     async def stop(self) -> None:
         for session in (self._sources, self._destinations):
@@ -244,7 +242,7 @@ class Mirroring:
     def destination_client(self, registry_host: str, identity: AwsIdentity) -> RegistryClient:
         """A client pushing to the ECR registry ``registry_host`` as ``identity``; the registry host
         override, if the admin set one, says where that registry is really served."""
-        if self._destinations is None or self._tokens is None:
+        if self._destinations is None:
             raise RuntimeError("mirroring is not started")
         served_at = registry_endpoint(registry_host, self.settings.registry_host_overrides)
         return RegistryClient(
@@ -255,8 +253,7 @@ class Mirroring:
 
     def forget_token(self, identity: AwsIdentity) -> None:
         """Drop a token the registry refused, so the next pass fetches a new one."""
-        if self._tokens is not None:
-            self._tokens.forget(identity)
+        self._tokens.forget(identity)
 
     async def check_source(self, registry: str) -> None:
         """Refuse a source host the policy forbids before any request, for a clear condition; the guarded
