@@ -291,6 +291,7 @@ async def test_identities_are_cached_apart(cache: TokenCache, ecr: FakeEcr) -> N
     assert cache.identities() == {IDENTITY}
     assert cache.status(other) is None
 
+
 async def test_users_sharing_an_identity_fetch_once_per_cycle(
     cache: TokenCache, ecr: FakeEcr, clock: FakeClock
 ) -> None:
@@ -318,7 +319,6 @@ async def test_an_expired_token_is_due_even_while_a_retry_waits(
     assert cache.due(IDENTITY)
     await cache.refresh_if_due(IDENTITY)
     assert ecr.calls == 3
-
 
 
 def test_the_password_never_shows_in_a_repr() -> None:

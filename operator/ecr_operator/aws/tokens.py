@@ -27,9 +27,9 @@ from ecr_operator.aws.session import AwsClients, error_code
 from ecr_operator.config import Settings
 from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.reconcile.tokens import (
-    TOKEN_REFRESH_FAILED,
     REGISTRY_REJECTED_TOKEN,
     REGISTRY_UNREACHABLE,
+    TOKEN_REFRESH_FAILED,
     FetchedToken,
     IdentityToken,
     RefreshProblem,

@@ -1,1 +1,1 @@
-"""Controllers: the logic that drives the adapters for one kind of object; handlers/ wires kopf to them."""
+"""Controllers: the logic driving the adapters for one kind of object; kopf-free, wired by handlers/."""
