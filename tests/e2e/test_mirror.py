@@ -438,6 +438,58 @@ def test_a_resync_from_authenticated_registries_heads_each_image_once_on_each_si
             assert pushed == [("HEAD", "v1", 200), ("HEAD", "v2", 200)], registry
 
 
+def test_a_mirror_and_a_pull_secret_of_one_identity_share_its_ecr_token(
+    world: World, operator: StartOperator, namespace: str
+) -> None:
+    # Pull secrets of the operator's own identity (single-tenant opt-in) and a mirror pushing as that same
+    # identity: one token cache serves both, so each refresh cycle costs one GetAuthorizationToken.
+    label = {"ecr-operator-test/shared-token": namespace}
+    world.kubectl("label", "namespace", namespace, f"ecr-operator-test/shared-token={namespace}")
+    cycle = 10.0
+    running = operator(
+        **ALLOW_LOOPBACK,
+        ECR_OPERATOR_PULL_SECRETS=json.dumps(
+            {
+                "registries": [{"accountId": world.account_id, "region": world.region}],
+                "namespaceSelector": {"matchLabels": label},
+            }
+        ),
+        ECR_OPERATOR_PULL_SECRETS_USE_OPERATOR_CREDENTIALS_SINGLE_TENANT="true",
+        # moto's tokens say they expired in 2015: the fallback lifetime applies, refreshed every 10 s.
+        ECR_OPERATOR_TOKEN_FALLBACK_LIFETIME="20s",
+        ECR_OPERATOR_TOKEN_REFRESH_LEAD="10s",
+        ECR_OPERATOR_TOKEN_REFRESH_JITTER="0s",
+    )
+    source = world.registry_client("anonymous")
+    source.push_image(f"{namespace}/app", "v1")
+    ecr_repository(world, namespace, "app")
+    apply(
+        world,
+        image_mirror(
+            namespace,
+            "app",
+            f"{world.registries['anonymous'].host}/{namespace}/app",
+            tags={"list": ["v1"]},
+            destination={"repositoryRef": {"name": "app"}},
+        ),
+    )
+    synced(world, namespace, "app")
+
+    def token_calls() -> int:
+        return sum(1 for call in world.aws_calls() if call.operation == "GetAuthorizationToken")
+
+    # Three cycles with a mirror pass about every second, so the mirror needs a token in every cycle.
+    before, started = token_calls(), time.monotonic()
+    while time.monotonic() - started < 3 * cycle:
+        previous_pass = last_pass(running.metrics_url, namespace, "app")
+        request_sync(world, namespace, "app")
+        wait_for_pass(running.metrics_url, namespace, "app", after=previous_pass)
+        time.sleep(1.0)
+    calls = token_calls() - before
+    print(f"GetAuthorizationToken calls in 3 cycles of one identity (pull secret + mirror): {calls}")
+    assert calls <= 3 + 1  # one per cycle (a window of three cycles may catch the start of a fourth)
+
+
 def test_a_platform_subset_of_an_index_tolerates_a_platform_missing_upstream(
     world: World, running: Any, namespace: str
 ) -> None:
