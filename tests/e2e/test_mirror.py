@@ -421,6 +421,14 @@ def test_a_resync_from_authenticated_registries_heads_each_image_once_on_each_si
         mirrors[registry] = (repository, destination)
     for registry in mirrors:
         synced(world, namespace, registry)
+    shown = world.kubectl(
+        "get", "imagemirror", "token", "--namespace", namespace, "--show-managed-fields", "--output", "json"
+    )
+    writers = {
+        (entry["manager"], entry["operation"], entry.get("subresource"))
+        for entry in json.loads(shown.stdout)["metadata"]["managedFields"]
+    }
+    assert ("ecr-operator-mirror", "Apply", "status") in writers  # status by server-side apply, own manager
 
     for _ in range(2):  # two no-op passes: the second shows nothing is re-learned pass after pass
         marks = {registry: settled_count(world, registry) for registry in ("basic", "token", "ecr")}
