@@ -294,6 +294,8 @@ def operator(
             "ECR_OPERATOR_HEALTH_PORT": str(health_port),
             "ECR_OPERATOR_LOG_FORMAT": "json",
         }
+        if "PYTHONPATH" in os.environ:  # the operator runs the source the tests import, not the venv's
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         env |= overrides
         name = f"operator-{len(started) + 1}"
         log = tmp_path / f"{name}.log"

@@ -231,8 +231,8 @@ class RoleArnRule(_ChartModel):
             )
         return pattern
 
-    def allows(self, role_arn: str, namespace: str) -> bool:
-        in_namespace = not self.namespaces or _glob_matches(namespace, self.namespaces)
+    def allows(self, role_arn: str, namespace: str | None) -> bool:
+        in_namespace = namespace is None or not self.namespaces or _glob_matches(namespace, self.namespaces)
         return in_namespace and fnmatch.fnmatchcase(role_arn, self.pattern)
 
 
@@ -597,7 +597,9 @@ class Settings(BaseSettings):
         """The prefix every repository name owned by ``namespace`` must carry ("" when unrestricted)."""
         return self.repository_name_prefix.format(namespace=namespace, cluster_id=self.cluster_id)
 
-    def role_arn_allowed(self, role_arn: str, namespace: str) -> bool:
+    def role_arn_allowed(self, role_arn: str, namespace: str | None = None) -> bool:
+        """The one role allow-list check: may objects in ``namespace`` name ``role_arn``? Without a namespace:
+        may any namespace (for roles in the admin's own configuration, checked at startup)."""
         return any(rule.allows(role_arn, namespace) for rule in self.allowed_role_arns)
 
     def repository_name_allowed(self, repository_name: str, namespace: str) -> bool:

@@ -1,50 +1,36 @@
-"""The process-wide state (``Runtime``, every handler's kopf ``memo``) and how kopf is set up.
+"""The process-wide state (``Runtime``, every handler's kopf ``memo``) and the operator's whole life.
 
-``configure_kopf`` is where kopf is made this project's: its finalizer and bookkeeping annotations move to
-the ``ecr-operator.io`` domain, watches cannot freeze silently, and Events are posted only on purpose.
+The Runtime creates every long-lived object in ``create``, opens what needs the event loop in ``start``
+and closes it in ``stop``. It knows controllers and adapters, never handlers: the handlers (kopf's side)
+reach the controllers through it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import kopf
 
-from ecr_operator.api.common import GROUP
 from ecr_operator.aws.ecr import EcrRepositories
 from ecr_operator.aws.iam import IamRolePolicies
 from ecr_operator.aws.session import AwsClients
-from ecr_operator.config import Settings, settings_summary
+from ecr_operator.aws.tokens import (
+    CallerAccount,
+    RegistryLogin,
+    TokenCache,
+    ecr_token_cache,
+    sts_caller_account,
+)
+from ecr_operator.config import Settings
+from ecr_operator.controllers.mirror import MirrorController
+from ecr_operator.controllers.mirror_registries import MirrorRegistries
+from ecr_operator.controllers.pullsecrets import PullSecretController
 from ecr_operator.drift import DriftSchedule
+from ecr_operator.kube import Kube
 from ecr_operator.locks import KeyedLocks
 from ecr_operator.metrics import Metrics, MetricsServer, ObjectReadiness
-from ecr_operator.mirroring import Mirroring
-
-if TYPE_CHECKING:
-    from ecr_operator.handlers.pullsecrets import PullSecretController
-
-FINALIZER = f"{GROUP}/finalizer"
-ANNOTATIONS_PREFIX = GROUP
-DIFFBASE_KEY = "last-handled-configuration"
-
-# The apiserver ends each watch after this long and kopf re-watches from the last resourceVersion: a
-# connection that some proxy or load balancer half-closed is replaced at least this often. An int:
-# kopf sends str(value) as timeoutSeconds, and the apiserver answers "300.0" with 400 Bad Request.
-WATCH_SERVER_TIMEOUT = 300
-# If the apiserver does not end the watch itself, the client does, a little later.
-WATCH_CLIENT_TIMEOUT = WATCH_SERVER_TIMEOUT + 60
-# Bookmarks arrive about every 60 s on a live watch; a silence longer than this means the stream is dead.
-WATCH_INACTIVITY_TIMEOUT = 70.0
-CONNECT_TIMEOUT = 15.0
-# For ordinary API requests (GET, PATCH); kopf's default of 5 minutes would stall a handler far too long.
-REQUEST_TIMEOUT = 60.0
-
-logger = logging.getLogger(__name__)
 
 
 class StartupError(RuntimeError):
@@ -67,20 +53,34 @@ class Runtime:
     aws: AwsClients
     ecr: EcrRepositories
     iam: IamRolePolicies
+    kube: Kube
+    """The one Kubernetes adapter (one ApiClient) for every write beyond kopf's watches."""
+    registry_login: RegistryLogin
+    """Verifies new ECR tokens at the registry's ``/v2/``; its HTTP session lives from start to stop."""
+    ecr_tokens: TokenCache
+    """The one ECR token cache, per AWS identity: pull secrets and mirror pushes share its tokens."""
     drift: DriftSchedule
     """Shared drift-check passes of EcrRepository objects."""
     repository_locks: KeyedLocks
     """One lock per ECR repository: its observe-decide-act steps never interleave within the process."""
     readiness: ObjectReadiness
-    mirroring: Mirroring
-    """ImageMirror syncs: registry sessions, ECR tokens, per-mirror wake-ups."""
-    pull_secrets: PullSecretController | None = None
-    """Set by the pull-secret startup handler, which needs kopf's indexes (they exist only from then on)."""
+    mirror_registries: MirrorRegistries
+    """Registry sessions and the clients mirror passes keep, with the authentication they learned."""
+    mirroring: MirrorController
+    """ImageMirror syncs: one loop per mirror, fair slots, per-mirror wake-ups."""
+    pull_secrets: PullSecretController
+    """Pull-secret rotation; the handlers hand it kopf's indexes once kopf has them."""
 
     @classmethod
-    def create(cls, settings: Settings) -> Runtime:
+    def create(cls, settings: Settings, kube: Kube) -> Runtime:
+        """``kube`` is built apart (``Kube.from_settings`` reads the kubeconfig, which blocks)."""
         metrics = Metrics()
         aws = AwsClients(metrics, allowed_regions=settings.allowed_regions)
+        registry_login = RegistryLogin(settings.registry_host_overrides, ca_bundle=settings.ca_bundle)
+        ecr_tokens = ecr_token_cache(aws, registry_login, settings)
+        ecr = EcrRepositories(aws)
+        readiness = ObjectReadiness(metrics.objects)
+        mirror_registries = MirrorRegistries(settings)
         return cls(
             settings=settings,
             metrics=metrics,
@@ -90,14 +90,30 @@ class Runtime:
                 max_workers=settings.aws_max_concurrency, thread_name_prefix="blocking"
             ),
             aws=aws,
-            ecr=EcrRepositories(aws),
+            ecr=ecr,
             iam=IamRolePolicies(aws),
+            kube=kube,
+            registry_login=registry_login,
+            ecr_tokens=ecr_tokens,
             drift=DriftSchedule(
                 settings.drift_interval.total_seconds(), settings.drift_jitter.total_seconds()
             ),
             repository_locks=KeyedLocks(),
-            readiness=ObjectReadiness(metrics.objects),
-            mirroring=Mirroring(settings, aws),
+            readiness=readiness,
+            mirror_registries=mirror_registries,
+            mirroring=MirrorController(
+                settings,
+                metrics=metrics,
+                readiness=readiness,
+                aws=aws,
+                ecr=ecr,
+                kube=kube,
+                tokens=ecr_tokens,
+                registries=mirror_registries,
+            ),
+            pull_secrets=PullSecretController(
+                settings, metrics, ecr_tokens, kube, CallerAccount(sts_caller_account(aws))
+            ),
         )
 
     def __copy__(self) -> Runtime:
@@ -113,10 +129,15 @@ class Runtime:
             raise StartupError(
                 f"cannot serve metrics on {self.settings.bind_address}:{self.settings.metrics_port}: {error}"
             ) from None
-        await self.mirroring.start()
+        await self.registry_login.start()
+        await self.mirror_registries.start()
+        await self.pull_secrets.start()
 
     async def stop(self) -> None:
-        await self.mirroring.stop()
+        await self.pull_secrets.stop()
+        await self.mirror_registries.stop()
+        await self.registry_login.stop()
+        self.kube.close()
         await self.metrics_server.stop()
 
 
@@ -126,7 +147,7 @@ async def serve(settings: Settings) -> None:
     kopf installs its own SIGTERM/SIGINT handlers: it stops the watches, runs cleanup handlers and returns.
     Importing ``ecr_operator.handlers`` first registers the handlers in kopf's default registry.
     """
-    runtime = Runtime.create(settings)
+    runtime = Runtime.create(settings, await asyncio.to_thread(Kube.from_settings, settings))
     await runtime.start()
     try:
         host = f"[{settings.bind_address}]" if ":" in settings.bind_address else settings.bind_address
@@ -141,52 +162,3 @@ async def serve(settings: Settings) -> None:
         )
     finally:
         await runtime.stop()
-
-
-def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
-    """Tune kopf for this operator; pure assignment, so the choices are visible in one place."""
-    persistence = kopf_settings.persistence
-    persistence.finalizer = FINALIZER
-    # v1=False: a new project has no annotations from kopf's older key format to stay compatible with.
-    persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATIONS_PREFIX, v1=False)
-    persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATIONS_PREFIX, key=DIFFBASE_KEY, v1=False
-    )
-
-    watching = kopf_settings.watching
-    watching.server_timeout = WATCH_SERVER_TIMEOUT
-    watching.client_timeout = WATCH_CLIENT_TIMEOUT
-    watching.connect_timeout = CONNECT_TIMEOUT
-    watching.inactivity_timeout = WATCH_INACTIVITY_TIMEOUT
-    kopf_settings.networking.connect_timeout = CONNECT_TIMEOUT
-    kopf_settings.networking.request_timeout = REQUEST_TIMEOUT
-
-    # Events come only from explicit kopf.info/warn/exception calls made for real changes and failures;
-    # kopf's own log lines ("Timer ... succeeded" every drift pass) never become Events. INFO, not
-    # WARNING, because the level also filters those explicit calls: "RepositoryCreated" must be posted.
-    posting = kopf_settings.posting
-    posting.loggers = False
-    posting.level = logging.INFO
-    posting.reporting_component = "ecr-operator"
-    posting.reporting_instance = socket.gethostname()
-    posting.event_name_prefix = "ecr-operator-"
-
-    # No kopf worker limit: with kopf.index, each object's worker indexes it and then waits, holding its
-    # slot, until every object is indexed; a limit below the number of objects of one kind (a cluster has
-    # hundreds of ServiceAccounts) deadlocks startup for good (nolar/kopf#1243, open in kopf 1.45).
-    kopf_settings.queueing.worker_limit = None
-    # Peering keep-alives every ~50 s say nothing an operator's user needs; pauses are still logged.
-    kopf_settings.peering.stealth = True
-    # A deleted object keeps its finalizer until its timers have exited. kopf gives them ten event-loop
-    # cycles, then re-checks only every 60 s: under load a drift timer (which exits as soon as it is told)
-    # missed that and held deletions for up to a minute. Wait for it briefly, and re-check often.
-    kopf_settings.background.instant_exit_timeout = 0.5
-    kopf_settings.background.cancellation_polling = 2.0
-
-
-@kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None:
-    """Runs before any watch starts: kopf's settings object only exists from here on."""
-    configure_kopf(settings, memo.settings)
-    settings.execution.executor = memo.executor
-    logger.info("operator started", extra={"configuration": settings_summary(memo.settings)})

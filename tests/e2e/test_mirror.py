@@ -135,6 +135,15 @@ def settled_count(world: World, registry: str) -> int:
         time.sleep(0.2)
 
 
+def heads(requests: list[RegistryRequest]) -> list[tuple[str, str, int]]:
+    """The manifest requests among ``requests``: method, tag and status, sorted."""
+    return sorted(
+        (r.method, r.path.split("?")[0].rsplit("/", 1)[-1], r.status)
+        for r in requests
+        if "/manifests/" in r.path
+    )
+
+
 def request_sync(world: World, namespace: str, name: str) -> None:
     world.kubectl(
         "annotate",
@@ -332,6 +341,7 @@ def test_a_resync_with_nothing_new_only_heads_the_source_then_a_moved_tag_is_fol
     before = {name: synced(world, namespace, name) for name in ("follow", "keep")}
 
     mark = settled_count(world, "anonymous")
+    ecr_mark = settled_count(world, "ecr")
     writes = status_writes(world, namespace)
     done = {name: last_pass(running.metrics_url, namespace, name) for name in ("follow", "keep")}
     for name in ("follow", "keep"):
@@ -339,6 +349,7 @@ def test_a_resync_with_nothing_new_only_heads_the_source_then_a_moved_tag_is_fol
     for name, previous_pass in done.items():
         wait_for_pass(running.metrics_url, namespace, name, after=previous_pass)
     settled_count(world, "anonymous")
+    settled_count(world, "ecr")
     resync = [
         (r.method, r.path.split("?")[0].rsplit("/", 2)[-2:])
         for r in requests_for(world, "anonymous", repository, mark)
@@ -348,6 +359,12 @@ def test_a_resync_with_nothing_new_only_heads_the_source_then_a_moved_tag_is_fol
     assert sorted(resync) == sorted(
         [("HEAD", ["manifests", "v1"]), ("HEAD", ["manifests", "v2"])] * 2 + [("GET", ["tags", "list"])]
     )
+    # ECR too: one HEAD per tag, authenticated from the start (the client kept what it learned).
+    for destination in (follow, keep):
+        assert heads(requests_for(world, "ecr", destination, ecr_mark)) == [
+            ("HEAD", "v1", 200),
+            ("HEAD", "v2", 200),
+        ]
     assert status_writes(world, namespace) == writes  # a pass that finds nothing new writes nothing
     for name in ("follow", "keep"):
         after = get(world, "imagemirror", namespace, name)
@@ -377,6 +394,108 @@ def test_a_resync_with_nothing_new_only_heads_the_source_then_a_moved_tag_is_fol
     assert condition(kept, "Ready")["status"] == "True"
     assert ecr_digest(world, keep, "v1") == first["v1"]
     assert {entry["tag"]: entry["sourceDigest"] for entry in kept["status"]["tags"]}["v1"] == first["v1"]
+
+
+def test_a_resync_from_authenticated_registries_heads_each_image_once_on_each_side(
+    world: World, running: Any, namespace: str
+) -> None:
+    # Basic and token (bearer) auth upstream, basic auth at ECR: each 401 is answered once, by the first
+    # pass; later passes send the credentials (or the cached bearer token) with their first request.
+    mirrors = {}
+    for registry in ("basic", "token"):
+        repository = f"{namespace}/{registry}"
+        client = world.registry_client(registry)
+        for tag in ("v1", "v2"):
+            client.push_image(repository, tag)
+        docker_config_secret(world, namespace, f"{registry}-credentials", registry)
+        destination = ecr_repository(world, namespace, f"from-{registry}")
+        document = image_mirror(
+            namespace,
+            registry,
+            f"{world.registries[registry].host}/{repository}",
+            tags={"list": ["v1", "v2"]},
+            destination={"repositoryRef": {"name": f"from-{registry}"}},
+        )
+        document["spec"]["source"]["credentialsSecretRef"] = {"name": f"{registry}-credentials"}
+        apply(world, document)
+        mirrors[registry] = (repository, destination)
+    for registry in mirrors:
+        synced(world, namespace, registry)
+    shown = world.kubectl(
+        "get", "imagemirror", "token", "--namespace", namespace, "--show-managed-fields", "--output", "json"
+    )
+    writers = {
+        (entry["manager"], entry["operation"], entry.get("subresource"))
+        for entry in json.loads(shown.stdout)["metadata"]["managedFields"]
+    }
+    assert ("ecr-operator-mirror", "Apply", "status") in writers  # status by server-side apply, own manager
+
+    for _ in range(2):  # two no-op passes: the second shows nothing is re-learned pass after pass
+        marks = {registry: settled_count(world, registry) for registry in ("basic", "token", "ecr")}
+        done = {registry: last_pass(running.metrics_url, namespace, registry) for registry in mirrors}
+        for registry in mirrors:
+            request_sync(world, namespace, registry)
+        for registry, previous_pass in done.items():
+            wait_for_pass(running.metrics_url, namespace, registry, after=previous_pass)
+        for registry in ("basic", "token", "ecr"):
+            settled_count(world, registry)
+        for registry, (repository, destination) in mirrors.items():
+            upstream = heads(requests_for(world, registry, repository, marks[registry]))
+            assert upstream == [("HEAD", "v1", 200), ("HEAD", "v2", 200)], registry
+            pushed = heads(requests_for(world, "ecr", destination, marks["ecr"]))
+            assert pushed == [("HEAD", "v1", 200), ("HEAD", "v2", 200)], registry
+
+
+def test_a_mirror_and_a_pull_secret_of_one_identity_share_its_ecr_token(
+    world: World, operator: StartOperator, namespace: str
+) -> None:
+    # Pull secrets of the operator's own identity (single-tenant opt-in) and a mirror pushing as that same
+    # identity: one token cache serves both, so each refresh cycle costs one GetAuthorizationToken.
+    label = {"ecr-operator-test/shared-token": namespace}
+    world.kubectl("label", "namespace", namespace, f"ecr-operator-test/shared-token={namespace}")
+    cycle = 10.0
+    running = operator(
+        **ALLOW_LOOPBACK,
+        ECR_OPERATOR_PULL_SECRETS=json.dumps(
+            {
+                "registries": [{"accountId": world.account_id, "region": world.region}],
+                "namespaceSelector": {"matchLabels": label},
+            }
+        ),
+        ECR_OPERATOR_PULL_SECRETS_USE_OPERATOR_CREDENTIALS_SINGLE_TENANT="true",
+        # moto's tokens say they expired in 2015: the fallback lifetime applies, refreshed every 10 s.
+        ECR_OPERATOR_TOKEN_FALLBACK_LIFETIME="20s",
+        ECR_OPERATOR_TOKEN_REFRESH_LEAD="10s",
+        ECR_OPERATOR_TOKEN_REFRESH_JITTER="0s",
+    )
+    source = world.registry_client("anonymous")
+    source.push_image(f"{namespace}/app", "v1")
+    ecr_repository(world, namespace, "app")
+    apply(
+        world,
+        image_mirror(
+            namespace,
+            "app",
+            f"{world.registries['anonymous'].host}/{namespace}/app",
+            tags={"list": ["v1"]},
+            destination={"repositoryRef": {"name": "app"}},
+        ),
+    )
+    synced(world, namespace, "app")
+
+    def token_calls() -> int:
+        return sum(1 for call in world.aws_calls() if call.operation == "GetAuthorizationToken")
+
+    # Three cycles with a mirror pass about every second, so the mirror needs a token in every cycle.
+    before, started = token_calls(), time.monotonic()
+    while time.monotonic() - started < 3 * cycle:
+        previous_pass = last_pass(running.metrics_url, namespace, "app")
+        request_sync(world, namespace, "app")
+        wait_for_pass(running.metrics_url, namespace, "app", after=previous_pass)
+        time.sleep(1.0)
+    calls = token_calls() - before
+    print(f"GetAuthorizationToken calls in 3 cycles of one identity (pull secret + mirror): {calls}")
+    assert calls <= 3 + 1  # one per cycle (a window of three cycles may catch the start of a fourth)
 
 
 def test_a_platform_subset_of_an_index_tolerates_a_platform_missing_upstream(

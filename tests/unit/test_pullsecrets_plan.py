@@ -19,13 +19,6 @@ from hypothesis import strategies as st
 
 from ecr_operator.api.common import LabelSelector, RegistryIdentity
 from ecr_operator.api.repository import PullSecret
-from ecr_operator.aws.tokens import (
-    REGISTRY_REJECTED_TOKEN,
-    TOKEN_REFRESH_FAILED,
-    IdentityToken,
-    RefreshProblem,
-    TokenStatus,
-)
 from ecr_operator.config import PullSecretSettings
 from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.reconcile.pullsecrets import (
@@ -61,6 +54,13 @@ from ecr_operator.reconcile.pullsecrets import (
     operator_account_region,
     plan_namespace,
     repository_conditions_patch,
+)
+from ecr_operator.reconcile.tokens import (
+    REGISTRY_REJECTED_TOKEN,
+    TOKEN_REFRESH_FAILED,
+    IdentityToken,
+    RefreshProblem,
+    TokenStatus,
 )
 
 pytestmark = pytest.mark.unit

@@ -29,6 +29,7 @@ from ecr_operator.reconcile.mirror import (
     ImageOutcome,
     PassReport,
     Reason,
+    applied_mirror_status,
     child_repository,
     child_spec_outdated,
     classify_failure,
@@ -339,6 +340,18 @@ def test_a_problem_before_copying_keeps_the_image_records() -> None:
     assert patch["tags"] == status["tags"]
     assert patch["repositoryUri"] == URI
     assert _condition(patch, "Ready")["reason"] == "CredentialsNotFound"
+
+
+def test_the_applied_status_is_the_whole_status_without_the_cleared_fields() -> None:
+    status = _apply({}, mirror_status_patch({}, _report(_tag("v1", _copied(1))), now=NOW, next_sync=LATER))
+    patch = mirror_status_patch(status, PassReport(1, suspended=True), now=LATER, next_sync=None)
+    assert patch is not None
+    applied = applied_mirror_status(status, patch)
+    # Server-side apply removes what the mirror's manager leaves out: the same result as the merge patch.
+    assert applied == _apply(status, patch)
+    assert "nextSyncTime" not in applied
+    assert applied["tags"] == status["tags"]
+    assert None not in applied.values()
 
 
 def test_suspending_says_so_and_drops_the_next_sync_time() -> None:

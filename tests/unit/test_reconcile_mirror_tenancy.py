@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from ecr_operator.api.mirror import ImageMirrorSpec, TagSelection
 from ecr_operator.api.repository import ImageTagMutability
 from ecr_operator.config import Settings
-from ecr_operator.mirroring import FairSlots
+from ecr_operator.controllers.mirror_slots import FairSlots
 from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.reconcile.mirror import (
     Destination,

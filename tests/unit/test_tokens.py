@@ -11,21 +11,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ecr_operator.aws.tokens import (
-    MAX_RETRY,
-    REGISTRY_REJECTED_TOKEN,
-    TOKEN_REFRESH_FAILED,
     AccountLookupError,
     CallerAccount,
-    FetchedToken,
-    IdentityToken,
-    RefreshProblem,
-    RefreshSchedule,
     TokenCache,
     TokenRefreshError,
     decode_authorization_token,
     registry_endpoint,
 )
 from ecr_operator.reconcile.identity import AwsIdentity
+from ecr_operator.reconcile.tokens import (
+    MAX_RETRY,
+    REGISTRY_REJECTED_TOKEN,
+    TOKEN_REFRESH_FAILED,
+    FetchedToken,
+    IdentityToken,
+    RefreshProblem,
+    RefreshSchedule,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -288,6 +290,35 @@ async def test_identities_are_cached_apart(cache: TokenCache, ecr: FakeEcr) -> N
     assert ecr.calls == 2
     assert cache.identities() == {IDENTITY}
     assert cache.status(other) is None
+
+
+async def test_users_sharing_an_identity_fetch_once_per_cycle(
+    cache: TokenCache, ecr: FakeEcr, clock: FakeClock
+) -> None:
+    # A pull-secret refresh loop and a mirror push on one identity, at the same moment, twice a cycle.
+    first = await asyncio.gather(cache.refresh_if_due(IDENTITY), cache.refresh_if_due(IDENTITY))
+    assert ecr.calls == 1
+    assert first[0] is first[1]
+
+    clock.advance(timedelta(hours=6, minutes=1))  # past expiry - lead: the next cycle
+    assert cache.due(IDENTITY)
+    await asyncio.gather(cache.refresh_if_due(IDENTITY), cache.refresh_if_due(IDENTITY))
+
+    assert ecr.calls == 2
+    assert not cache.due(IDENTITY)
+
+
+async def test_an_expired_token_is_due_even_while_a_retry_waits(
+    cache: TokenCache, ecr: FakeEcr, clock: FakeClock
+) -> None:
+    await cache.refresh(IDENTITY)
+    ecr.failing = "ThrottlingException"
+    clock.advance(timedelta(hours=12, seconds=1))
+    await cache.refresh(IDENTITY)  # fails: the expired token stays, a retry is scheduled
+
+    assert cache.due(IDENTITY)
+    await cache.refresh_if_due(IDENTITY)
+    assert ecr.calls == 3
 
 
 def test_the_password_never_shows_in_a_repr() -> None:

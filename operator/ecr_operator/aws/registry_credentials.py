@@ -35,16 +35,10 @@ class EcrCredentials:
     async def credentials_for(self, registry: str, repository: str) -> Credentials | None:
         if registry != self._host:
             return None
-        status = self._tokens.status(self._identity)
-        token = status.token if status is not None else None
-        if (
-            token is None
-            or token.expires_at <= self._clock()
-            or not self._tokens.seconds_until_refresh(self._identity)
-        ):
-            status = await self._tokens.refresh(self._identity)
-            token = status.token
+        # Shared with the pull secrets of the same identity: a token they just refreshed is used as it is.
+        status = await self._tokens.refresh_if_due(self._identity)
+        token = status.token
         if token is None or token.expires_at <= self._clock():
-            problem = status.problem.message if status is not None and status.problem else "no token"
+            problem = status.problem.message if status.problem else "no token"
             raise AuthError(f"no ECR authorization token for {self._identity.describe()}: {problem}")
         return Credentials(token.username, token.password)

@@ -15,8 +15,9 @@ import base64
 import binascii
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -25,23 +26,20 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ecr_operator.aws.session import AwsClients, error_code
 from ecr_operator.config import Settings
 from ecr_operator.reconcile.identity import AwsIdentity
+from ecr_operator.reconcile.tokens import (
+    REGISTRY_REJECTED_TOKEN,
+    REGISTRY_UNREACHABLE,
+    TOKEN_REFRESH_FAILED,
+    FetchedToken,
+    IdentityToken,
+    RefreshProblem,
+    RefreshSchedule,
+    TokenStatus,
+)
+from ecr_operator.registry.transport import create_session
 
-# ECR issues tokens valid for 12 h. An expiry that is missing, not after the moment of issue, or further
-# out than this is nonsense (moto reports the year 2015) and the configured fallback lifetime applies.
-MAX_PLAUSIBLE_LIFETIME = timedelta(hours=24)
-# However short a token's life, refreshes are never closer together than this.
-MIN_REFRESH_INTERVAL = timedelta(seconds=1)
-# Failed refreshes are retried after FIRST_RETRY, doubling up to MAX_RETRY; both shrink for tokens that
-# live only seconds (tests), so a retry still lands well within the lifetime.
-FIRST_RETRY = timedelta(seconds=10)
-MAX_RETRY = timedelta(minutes=5)
-RETRY_SPREAD = 0.2
 LOGIN_TIMEOUT = aiohttp.ClientTimeout(total=15)
-
-# Reasons (CamelCase, for conditions and Events) of a failed refresh.
-TOKEN_REFRESH_FAILED = "TokenRefreshFailed"  # noqa: S105 -- a reason, not a credential
-REGISTRY_REJECTED_TOKEN = "RegistryRejectedToken"  # noqa: S105 -- a reason, not a credential
-REGISTRY_UNREACHABLE = "RegistryUnreachable"
+LOGIN_CONNECTIONS = 8
 
 
 def utc_now() -> datetime:
@@ -53,89 +51,12 @@ def symmetric_spread() -> float:
     return random.uniform(-1.0, 1.0)  # noqa: S311 -- scheduling jitter, not cryptography
 
 
-@dataclass(frozen=True)
-class FetchedToken:
-    """What ``GetAuthorizationToken`` answered, decoded."""
-
-    username: str
-    password: str = field(repr=False)
-    registry_host: str
-    """The identity's own registry (``proxyEndpoint`` without the scheme)."""
-    reported_expiry: datetime | None
-
-
-@dataclass(frozen=True)
-class IdentityToken:
-    """A token as the cache serves it. ``repr`` never shows the password."""
-
-    username: str
-    password: str = field(repr=False)
-    registry_host: str
-    issued_at: datetime
-    expires_at: datetime
-    """When the operator treats it as expired: AWS's expiry, or the fallback lifetime if that is nonsense."""
-    verified: bool
-    """The registry accepted it at ``/v2/``."""
-
-
-@dataclass(frozen=True)
-class RefreshProblem:
-    """Why the last refresh failed. Both fields are safe for logs, Events and status: never a credential."""
-
-    reason: str
-    message: str
-
-
 class TokenRefreshError(Exception):
     """A fetch or a registry login failed for a reason the cache reports and retries."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.problem = RefreshProblem(reason, message)
-
-
-@dataclass(frozen=True)
-class TokenStatus:
-    """One identity's state: the token to serve (if any), the last failure, and the next refresh."""
-
-    token: IdentityToken | None
-    problem: RefreshProblem | None
-    consecutive_failures: int
-    next_refresh: datetime
-    last_success: datetime | None
-
-
-@dataclass(frozen=True)
-class RefreshSchedule:
-    """When to refresh: ``expiresAt - lead ± jitter``; sane answers for short or nonsensical lifetimes."""
-
-    lead: timedelta
-    jitter: timedelta
-    fallback_lifetime: timedelta
-
-    def effective_expiry(self, issued_at: datetime, reported: datetime | None) -> datetime:
-        plausible = reported is not None and issued_at < reported <= issued_at + MAX_PLAUSIBLE_LIFETIME
-        if reported is not None and plausible:
-            return reported
-        return issued_at + self.fallback_lifetime
-
-    def refresh_at(self, token: IdentityToken, spread: float) -> datetime:
-        """``spread`` in [-1, 1] picks the point within the jitter window."""
-        lifetime = token.expires_at - token.issued_at
-        # A token living less than the lead (a short role session caps ECR's 12 h) is refreshed at half-life
-        # instead of immediately, which would be a refresh storm.
-        base = lifetime - self.lead if lifetime > self.lead else lifetime / 2
-        base = max(base, MIN_REFRESH_INTERVAL)
-        # The jitter never moves the refresh before half the base or past the expiry.
-        jitter = min(self.jitter, base / 2, max(lifetime - base, timedelta(0)) / 2)
-        return token.issued_at + base + jitter * spread
-
-    def retry_at(self, failed_at: datetime, consecutive_failures: int, spread: float) -> datetime:
-        first = min(FIRST_RETRY, max(MIN_REFRESH_INTERVAL, self.fallback_lifetime / 20))
-        ceiling = min(MAX_RETRY, max(first, self.fallback_lifetime / 10))
-        doublings = min(max(consecutive_failures - 1, 0), 16)
-        delay = min(ceiling, first * 2.0**doublings)
-        return failed_at + delay * (1 + RETRY_SPREAD * spread)
 
 
 Fetch = Callable[[AwsIdentity], Awaitable[FetchedToken]]
@@ -182,36 +103,60 @@ class TokenCache:
         self._statuses.pop(identity, None)
         self._locks.pop(identity, None)
 
+    def due(self, identity: AwsIdentity) -> bool:
+        """Whether a caller should refresh: no usable token, or its refresh time has come."""
+        status = self._statuses.get(identity)
+        token = status.token if status is not None else None
+        if status is None or token is None or token.expires_at <= self._clock():
+            return True
+        return status.next_refresh <= self._clock()
+
     async def refresh(self, identity: AwsIdentity) -> TokenStatus:
-        async with self._locks.setdefault(identity, asyncio.Lock()):
-            previous = self._statuses.get(identity)
-            issued_at = self._clock()
-            try:
-                fetched = await self._fetch(identity)
-            except TokenRefreshError as error:
-                return self._failed(identity, previous, previous.token if previous else None, error)
-            token = IdentityToken(
-                username=fetched.username,
-                password=fetched.password,
-                registry_host=fetched.registry_host,
-                issued_at=issued_at,
-                expires_at=self._schedule.effective_expiry(issued_at, fetched.reported_expiry),
-                verified=False,
-            )
-            try:
-                await self._verify(token)
-            except TokenRefreshError as error:
-                return self._failed(identity, previous, self._serve_unverified(previous, token), error)
-            verified = replace(token, verified=True)
-            status = TokenStatus(
-                token=verified,
-                problem=None,
-                consecutive_failures=0,
-                next_refresh=self._schedule.refresh_at(verified, self._spread()),
-                last_success=issued_at,
-            )
-            self._statuses[identity] = status
-            return status
+        """Fetch and verify a new token now, whatever the schedule says."""
+        async with self._lock(identity):
+            return await self._refresh_locked(identity)
+
+    async def refresh_if_due(self, identity: AwsIdentity) -> TokenStatus:
+        """The current status, refreshed first if it is ``due``. Users sharing an identity (pull secrets,
+        mirrors) call this, so a refresh one of them just made is never repeated by another."""
+        async with self._lock(identity):
+            status = self._statuses.get(identity)
+            if status is not None and not self.due(identity):
+                return status
+            return await self._refresh_locked(identity)
+
+    def _lock(self, identity: AwsIdentity) -> asyncio.Lock:
+        return self._locks.setdefault(identity, asyncio.Lock())
+
+    async def _refresh_locked(self, identity: AwsIdentity) -> TokenStatus:
+        previous = self._statuses.get(identity)
+        issued_at = self._clock()
+        try:
+            fetched = await self._fetch(identity)
+        except TokenRefreshError as error:
+            return self._failed(identity, previous, previous.token if previous else None, error)
+        token = IdentityToken(
+            username=fetched.username,
+            password=fetched.password,
+            registry_host=fetched.registry_host,
+            issued_at=issued_at,
+            expires_at=self._schedule.effective_expiry(issued_at, fetched.reported_expiry),
+            verified=False,
+        )
+        try:
+            await self._verify(token)
+        except TokenRefreshError as error:
+            return self._failed(identity, previous, self._serve_unverified(previous, token), error)
+        verified = replace(token, verified=True)
+        status = TokenStatus(
+            token=verified,
+            problem=None,
+            consecutive_failures=0,
+            next_refresh=self._schedule.refresh_at(verified, self._spread()),
+            last_success=issued_at,
+        )
+        self._statuses[identity] = status
+        return status
 
     def _serve_unverified(self, previous: TokenStatus | None, fresh: IdentityToken) -> IdentityToken:
         kept = previous.token if previous else None
@@ -330,26 +275,27 @@ def registry_endpoint(registry_host: str, overrides: Mapping[str, str]) -> str:
 
 
 class RegistryLogin:
-    """Checks a token the way a kubelet will use it: basic auth at the registry's ``/v2/``."""
+    """Checks a token the way a kubelet will use it: basic auth at the registry's ``/v2/``.
 
-    def __init__(self, session: aiohttp.ClientSession, host_overrides: Mapping[str, str]) -> None:
-        self._session = session
+    The host is the token's ``proxyEndpoint`` (AWS's answer, never a tenant's) or the admin's override for
+    it. The HTTP session needs the event loop: ``start`` opens it and ``stop`` closes it (the Runtime's).
+    """
+
+    def __init__(self, host_overrides: Mapping[str, str], *, ca_bundle: Path | None = None) -> None:
         self._overrides = dict(host_overrides)
+        self._ca_bundle = ca_bundle
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = create_session(ca_bundle=self._ca_bundle, connections=LOGIN_CONNECTIONS)
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def __call__(self, token: IdentityToken) -> None:
-        url = f"https://{registry_endpoint(token.registry_host, self._overrides)}/v2/"
-        try:
-            async with self._session.get(
-                url,
-                auth=aiohttp.BasicAuth(token.username, token.password),
-                timeout=LOGIN_TIMEOUT,
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise TokenRefreshError(
-                REGISTRY_UNREACHABLE, f"{token.registry_host} could not be reached ({type(error).__name__})"
-            ) from None
+        status = await self._login_status(token)
         if status in (401, 403):
             raise TokenRefreshError(
                 REGISTRY_REJECTED_TOKEN, f"{token.registry_host} refused the new token (HTTP {status})"
@@ -359,13 +305,30 @@ class RegistryLogin:
                 REGISTRY_UNREACHABLE, f"{token.registry_host} answered HTTP {status} at /v2/"
             )
 
+    async def _login_status(self, token: IdentityToken) -> int:
+        if self._session is None:
+            raise RuntimeError("the registry login is not started")
+        url = f"https://{registry_endpoint(token.registry_host, self._overrides)}/v2/"
+        try:
+            async with self._session.get(
+                url,
+                auth=aiohttp.BasicAuth(token.username, token.password),
+                timeout=LOGIN_TIMEOUT,
+                allow_redirects=False,
+            ) as response:
+                return response.status
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise TokenRefreshError(
+                REGISTRY_UNREACHABLE, f"{token.registry_host} could not be reached ({type(error).__name__})"
+            ) from None
 
-def ecr_token_cache(aws: AwsClients, session: aiohttp.ClientSession, settings: Settings) -> TokenCache:
-    """The operator's ECR tokens: fetched as each identity, checked at the registry's ``/v2/`` (through the
-    host overrides, with ``session``), refreshed on the schedule the settings give."""
+
+def ecr_token_cache(aws: AwsClients, verify: Verify, settings: Settings) -> TokenCache:
+    """The operator's ECR tokens: fetched as each identity, checked by ``verify`` (a ``RegistryLogin``),
+    refreshed on the schedule the settings give. One per process (``Runtime.ecr_tokens``)."""
     return TokenCache(
         EcrTokenSource(aws),
-        RegistryLogin(session, settings.registry_host_overrides),
+        verify,
         RefreshSchedule(
             lead=settings.token_refresh_lead,
             jitter=settings.token_refresh_jitter,

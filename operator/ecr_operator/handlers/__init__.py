@@ -3,7 +3,6 @@
 ``cli run`` imports it before starting kopf; each module below registers its handlers on import.
 """
 
-from ecr_operator import runtime
-from ecr_operator.handlers import mirror, pullsecrets, repository
+from ecr_operator.handlers import mirror, pullsecrets, repository, startup
 
-__all__ = ["mirror", "pullsecrets", "repository", "runtime"]
+__all__ = ["mirror", "pullsecrets", "repository", "startup"]

@@ -803,6 +803,14 @@ def mirror_status_patch(
     return patch
 
 
+def applied_mirror_status(status: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> dict[str, Any]:
+    """The whole status after ``patch`` (from ``mirror_status_patch``), as the mirror controller applies it
+    server-side: it owns every field, and a field it leaves out is removed, so what the patch clears
+    (``None``) is simply left out."""
+    merged = {**(status or {}), **patch}
+    return {key: value for key, value in merged.items() if value is not None}
+
+
 def mirror_events(
     report: PassReport, status: Mapping[str, Any] | None, patch: Mapping[str, Any] | None
 ) -> list[EventNote]:

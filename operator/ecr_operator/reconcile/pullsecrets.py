@@ -40,10 +40,10 @@ from ecr_operator.api.common import (
     RegistryIdentity,
 )
 from ecr_operator.api.repository import PullSecret
-from ecr_operator.aws.tokens import IdentityToken, RefreshProblem, TokenStatus
 from ecr_operator.conditions import DesiredCondition, StatusValue, conditions_patch, format_time
 from ecr_operator.config import PullSecretSettings, ServiceAccountSelector
 from ecr_operator.reconcile.identity import AwsIdentity
+from ecr_operator.reconcile.tokens import IdentityToken, RefreshProblem, TokenStatus
 
 SECRET_TYPE = "kubernetes.io/dockerconfigjson"  # noqa: S105 -- a Secret type name
 DOCKER_CONFIG_KEY = ".dockerconfigjson"
@@ -885,3 +885,15 @@ def repository_conditions_patch(
         return [dict(entry) for entry in repository.conditions if entry.get("type") != PULL_SECRET_CONDITION]
     status = {"conditions": list(repository.conditions)}
     return conditions_patch(status, [repository_condition(repository, outcome)], now)
+
+
+def pull_secret_status(
+    repository: RepositoryView, outcome: DemandOutcome | None, now: datetime
+) -> dict[str, Any] | None:
+    """The status the pull-secret controller applies to a repository, or None if unchanged: its own
+    condition only (``{"conditions": []}`` once nothing asks for a secret, which removes it). Server-side
+    apply merges it per condition type, so the repository controller's conditions are never sent."""
+    conditions = repository_conditions_patch(repository, outcome, now)
+    if conditions is None:
+        return None
+    return {"conditions": [entry for entry in conditions if entry.get("type") == PULL_SECRET_CONDITION]}

@@ -1,0 +1,85 @@
+"""kopf made this project's: its finalizer and bookkeeping annotations move to the ``ecr-operator.io``
+domain, watches cannot freeze silently, and Events are posted only on purpose.
+
+``configure_kopf`` is pure assignment, so the choices are visible in one place; the startup handler
+``configure`` applies it before any watch starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+import kopf
+
+from ecr_operator.api.common import GROUP
+from ecr_operator.config import Settings, settings_summary
+from ecr_operator.runtime import Runtime
+
+FINALIZER = f"{GROUP}/finalizer"
+ANNOTATIONS_PREFIX = GROUP
+DIFFBASE_KEY = "last-handled-configuration"
+
+# The apiserver ends each watch after this long and kopf re-watches from the last resourceVersion: a
+# connection that some proxy or load balancer half-closed is replaced at least this often. An int:
+# kopf sends str(value) as timeoutSeconds, and the apiserver answers "300.0" with 400 Bad Request.
+WATCH_SERVER_TIMEOUT = 300
+# If the apiserver does not end the watch itself, the client does, a little later.
+WATCH_CLIENT_TIMEOUT = WATCH_SERVER_TIMEOUT + 60
+# Bookmarks arrive about every 60 s on a live watch; a silence longer than this means the stream is dead.
+WATCH_INACTIVITY_TIMEOUT = 70.0
+CONNECT_TIMEOUT = 15.0
+# For ordinary API requests (GET, PATCH); kopf's default of 5 minutes would stall a handler far too long.
+REQUEST_TIMEOUT = 60.0
+
+logger = logging.getLogger(__name__)
+
+
+def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
+    """Tune kopf for this operator; pure assignment, so the choices are visible in one place."""
+    persistence = kopf_settings.persistence
+    persistence.finalizer = FINALIZER
+    # v1=False: a new project has no annotations from kopf's older key format to stay compatible with.
+    persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATIONS_PREFIX, v1=False)
+    persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATIONS_PREFIX, key=DIFFBASE_KEY, v1=False
+    )
+
+    watching = kopf_settings.watching
+    watching.server_timeout = WATCH_SERVER_TIMEOUT
+    watching.client_timeout = WATCH_CLIENT_TIMEOUT
+    watching.connect_timeout = CONNECT_TIMEOUT
+    watching.inactivity_timeout = WATCH_INACTIVITY_TIMEOUT
+    kopf_settings.networking.connect_timeout = CONNECT_TIMEOUT
+    kopf_settings.networking.request_timeout = REQUEST_TIMEOUT
+
+    # Events come only from explicit kopf.info/warn/exception calls made for real changes and failures;
+    # kopf's own log lines ("Timer ... succeeded" every drift pass) never become Events. INFO, not
+    # WARNING, because the level also filters those explicit calls: "RepositoryCreated" must be posted.
+    posting = kopf_settings.posting
+    posting.loggers = False
+    posting.level = logging.INFO
+    posting.reporting_component = "ecr-operator"
+    posting.reporting_instance = socket.gethostname()
+    posting.event_name_prefix = "ecr-operator-"
+
+    # No kopf worker limit: with kopf.index, each object's worker indexes it and then waits, holding its
+    # slot, until every object is indexed; a limit below the number of objects of one kind (a cluster has
+    # hundreds of ServiceAccounts) deadlocks startup for good (nolar/kopf#1243, open in kopf 1.45).
+    kopf_settings.queueing.worker_limit = None
+    # Peering keep-alives every ~50 s say nothing an operator's user needs; pauses are still logged.
+    kopf_settings.peering.stealth = True
+    # A deleted object keeps its finalizer until its timers have exited. kopf gives them ten event-loop
+    # cycles, then re-checks only every 60 s: under load a drift timer (which exits as soon as it is told)
+    # missed that and held deletions for up to a minute. Wait for it briefly, and re-check often.
+    kopf_settings.background.instant_exit_timeout = 0.5
+    kopf_settings.background.cancellation_polling = 2.0
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None:
+    """Runs before any watch starts: kopf's settings object only exists from here on."""
+    configure_kopf(settings, memo.settings)
+    settings.execution.executor = memo.executor
+    logger.info("operator started", extra={"configuration": settings_summary(memo.settings)})
