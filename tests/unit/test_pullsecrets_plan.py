@@ -53,6 +53,7 @@ from ecr_operator.reconcile.pullsecrets import (
     namespace_demands,
     operator_account_region,
     plan_namespace,
+    pull_secret_status,
     repository_conditions_patch,
 )
 from ecr_operator.reconcile.tokens import (
@@ -783,6 +784,27 @@ def test_the_condition_leaves_with_the_pull_secret_and_other_conditions_stay() -
 
     assert repository_conditions_patch(repository(conditions=[ready, ours]), None, NOW) == [ready]
     assert repository_conditions_patch(repository(conditions=[ready]), None, NOW) is None
+
+
+def test_the_applied_status_carries_only_the_pull_secret_condition() -> None:
+    ready = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Synced",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    asking = repository(pull_secret={}, conditions=[ready])
+    demands = namespace_demands(selected(), PullSecretSettings(), [asking], allow_all, PULL_ROLES)
+    outcome = plan(demands).outcome_for("app")
+
+    status = pull_secret_status(asking, outcome, NOW)
+
+    assert status is not None
+    assert [entry["type"] for entry in status["conditions"]] == [PULL_SECRET_CONDITION]
+    applied = replace(asking, conditions=(ready, *status["conditions"]))
+    assert pull_secret_status(applied, outcome, NOW) is None
+    # Once nothing asks, the applied list is empty: server-side apply removes the condition it owned.
+    assert pull_secret_status(replace(applied, pull_secret=None), None, NOW) == {"conditions": []}
 
 
 # --- parsing cluster objects --------------------------------------------------------------------------

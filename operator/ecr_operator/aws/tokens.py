@@ -1,8 +1,9 @@
-"""ECR pull tokens, one per AWS identity: fetched, verified against the registry, cached, refreshed on time.
+"""ECR authorization tokens, one per AWS identity: fetched, verified against the registry, cached, refreshed.
 
 An ECR authorization token belongs to an IAM principal in a region and opens every registry that principal
-may pull from there. So the identity (region + role, which fixes the account) is the unit of caching, and
-``GetAuthorizationToken`` calls scale with identities, never with the namespaces that use the token.
+may reach there. So the identity (region + role, which fixes the account) is the unit of caching, and
+``GetAuthorizationToken`` calls scale with identities, never with the namespaces or mirrors that use the
+token: the process has one cache (``Runtime.ecr_tokens``), shared by pull secrets and mirror pushes.
 
 A refresh is a fetch followed by a login at the registry's ``/v2/``. When either fails, the cache keeps
 serving the previous token until it really expires and retries with a backoff; it never storms AWS.
@@ -64,7 +65,8 @@ Verify = Callable[[IdentityToken], Awaitable[None]]
 
 
 class TokenCache:
-    """Tokens per identity. ``refresh`` fetches and verifies (one at a time per identity); ``status`` reads.
+    """Tokens per identity. ``refresh`` fetches and verifies (one at a time per identity); ``refresh_if_due``
+    does so only when needed, for users sharing an identity; ``status`` reads.
 
     Serving rule: the newest verified token; a token the registry refused is served only when nothing
     valid is left (no token, or the previous one has expired), since an unverified token beats none.

@@ -1,8 +1,10 @@
 """kopf handlers. Importing this package registers every handler the operator runs, and nothing else does.
 
-``cli run`` imports it before starting kopf; each module below registers its handlers on import.
+``cli run`` imports it before starting kopf; each module below registers its handlers on import, ``startup``
+first, so kopf is configured by the first startup handler it runs.
 """
 
-from ecr_operator.handlers import mirror, pullsecrets, repository, startup
+from ecr_operator.handlers import startup  # isort: skip
+from ecr_operator.handlers import mirror, pullsecrets, repository
 
 __all__ = ["mirror", "pullsecrets", "repository", "startup"]
