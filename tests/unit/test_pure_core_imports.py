@@ -22,14 +22,8 @@ IO_LIBRARIES = ("boto3", "botocore", "aiohttp", "kopf", "kubernetes", "prometheu
         "ecr_operator.api.crd",
         "ecr_operator.reconcile.mirror",
         "ecr_operator.reconcile.repository",
-        pytest.param(
-            "ecr_operator.reconcile.pullsecrets",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="imports aws.tokens (botocore, aiohttp, prometheus_client) until the pull slice"
-                " moves the token types to reconcile/",
-            ),
-        ),
+        "ecr_operator.reconcile.pullsecrets",
+        "ecr_operator.reconcile.tokens",
     ],
 )
 def test_importing_a_pure_module_loads_no_io_library(module: str) -> None:
