@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ecr_sandbox.aws import AwsCall
 from ecr_sandbox.kube import KubeApiError
 from ecr_sandbox.world import World
+from waiting import eventually
 
-T = TypeVar("T")
 API_PATH = "/apis/ecr-operator.io/v1alpha1"
 RBAC_FILE = __file__.rsplit("/", 1)[0] + "/rbac/operator-rbac.yaml"
 # Read-only AWS operations; every other operation changes something.
@@ -69,20 +68,6 @@ def get(world: World, namespace: str, name: str) -> dict[str, Any] | None:
             return None
         raise
     return document
-
-
-def eventually(
-    description: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.25
-) -> T:
-    """The first truthy value ``probe`` returns within ``timeout``; fails the test naming ``description``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {description}")
-        time.sleep(interval)
 
 
 def condition(document: Mapping[str, Any] | None, condition_type: str = "Ready") -> dict[str, Any]:
@@ -216,44 +201,3 @@ def adoption_in(*namespaces: str) -> dict[str, str]:
 def start(operator: Operator, namespaces: list[str], **env: str) -> Operator:
     """``ecr-operator run`` serving only ``namespaces``, with fast drift passes unless ``env`` overrides."""
     return operator(**(FAST_DRIFT | {"ECR_OPERATOR_NAMESPACES": ",".join(namespaces)} | env))
-
-
-@pytest.fixture(name="namespaces")
-def namespaces_fixture(world: World, operator: Operator) -> Iterator[Callable[..., str]]:
-    """A factory of fresh namespaces (random names, or exactly ``name``). At teardown (while the test's
-    operators still run, so finalizers are honoured) every EcrRepository in them is deleted, then the
-    namespaces."""
-    created: list[str] = []
-
-    def create(name: str | None = None) -> str:
-        if name is None:
-            created.append(world.create_namespace())
-        else:
-            world.kube_client().call("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
-            created.append(name)
-        return created[-1]
-
-    yield create
-
-    for namespace in created:
-        world.kubectl(
-            "delete", "ecrrepositories", "--all", "--namespace", namespace, "--wait=false", check=False
-        )
-    for namespace in created:
-        listing = f"{API_PATH}/namespaces/{namespace}/ecrrepositories"
-        deadline = time.monotonic() + 30
-        while world.kube_client().call("GET", listing)["items"] and time.monotonic() < deadline:
-            time.sleep(0.3)
-        for leftover in world.kube_client().call("GET", listing)["items"]:  # no operator left to finish them
-            world.kubectl(
-                "patch",
-                "ecrrepository",
-                leftover["metadata"]["name"],
-                "--namespace",
-                namespace,
-                "--type=merge",
-                "--patch",
-                '{"metadata": {"finalizers": null}}',
-                check=False,
-            )
-        world.delete_namespace(namespace)
