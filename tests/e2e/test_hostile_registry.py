@@ -24,29 +24,30 @@ import contextlib
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from mirror_support import current, image_mirror, request_sync
+from repository_support import condition, repository
 
 from ecr_operator.config import Settings
 from ecr_sandbox.hostile_registry import fetch_stats
 from ecr_sandbox.world import HOSTILE_REGISTRY, World
-from operator_fixture import OPERATORS_KEY, OperatorProcess, free_port, operator_command
+from operator_fixture import OPERATORS_KEY, OperatorProcess, launch_operator
+from waiting import first_within
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 API = "/apis/ecr-operator.io/v1alpha1"
-SYNC_REQUEST = "reconcile.ecr-operator.io/requestedAt"
 GOOD_SYNC_LIMIT = 10.0
 HEALTHZ_LIMIT = 1.0
 RSS_LIMIT = 200 * 1024 * 1024
@@ -305,17 +306,6 @@ def get_mirror(world: World, namespace: str, name: str) -> dict[str, Any] | None
     return body if status == 200 and isinstance(body, dict) else None
 
 
-def condition(document: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    conditions = (document.get("status") or {}).get("conditions") or []
-    return next((entry for entry in conditions if entry.get("type") == kind), {})
-
-
-def current(document: Mapping[str, Any]) -> bool:
-    """Whether the status speaks of the spec as it is now."""
-    observed = (document.get("status") or {}).get("observedGeneration")
-    return observed is not None and observed == document["metadata"]["generation"]
-
-
 def warning_events(world: World, namespace: str, name: str) -> list[dict[str, Any]]:
     body = world.kube_client().call(
         "GET", f"/api/v1/namespaces/{namespace}/events?fieldSelector=involvedObject.name%3D{name}"
@@ -323,30 +313,10 @@ def warning_events(world: World, namespace: str, name: str) -> list[dict[str, An
     return [event for event in body.get("items", []) if event.get("type") == "Warning"]
 
 
-def request_sync(world: World, namespace: str, name: str) -> None:
-    world.kubectl(
-        "annotate",
-        "imagemirror",
-        name,
-        "--namespace",
-        namespace,
-        f"{SYNC_REQUEST}={time.time_ns()}",
-        "--overwrite",
-    )
-
-
 def ecr_repositories(world: World, namespace: str, names: list[str]) -> None:
     """EcrRepositories (their controller creates them in moto), once all are Ready."""
     for name in names:
-        result = apply(
-            world,
-            {
-                "apiVersion": "ecr-operator.io/v1alpha1",
-                "kind": "EcrRepository",
-                "metadata": {"name": name, "namespace": namespace},
-                "spec": {"repositoryName": f"{namespace}/{name}", "registry": {"region": world.region}},
-            },
-        )
+        result = apply(world, repository(namespace, name, registry={"region": world.region}))
         assert result.returncode == 0, result.stderr
 
     def ready(name: str) -> bool:
@@ -355,33 +325,14 @@ def ecr_repositories(world: World, namespace: str, names: list[str]) -> None:
         )
         return status == 200 and condition(body, "Ready").get("status") == "True"
 
-    assert wait_for(lambda: all(ready(name) for name in names), 60), f"EcrRepositories in {namespace}"
+    assert first_within(lambda: all(ready(name) for name in names), 60, interval=0.5), (
+        f"EcrRepositories in {namespace}"
+    )
 
 
-def image_mirror(namespace: str, name: str, image: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "ecr-operator.io/v1alpha1",
-        "kind": "ImageMirror",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "source": {"image": image},
-            "interval": "6h",
-            "destination": {"repositoryRef": {"name": name}},
-            **spec,
-        },
-    }
-
-
-def wait_for(probe: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    """``probe()``'s first truthy answer within ``timeout`` seconds, else None."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(interval)
+def mirror_into_namesake(namespace: str, name: str, image: str, **spec: Any) -> dict[str, Any]:
+    """An ImageMirror into the EcrRepository of its own name."""
+    return image_mirror(namespace, name, image, destination={"repositoryRef": {"name": name}}, **spec)
 
 
 # --- the well-behaved mirror -------------------------------------------------------------------------
@@ -408,7 +359,7 @@ class GoodMirror:
             tags = {entry.get("tag"): entry for entry in (document.get("status") or {}).get("tags") or []}
             return bool(tags.get("v1", {}).get("destinationDigest") == digest)
 
-        if not wait_for(arrived, wait, interval=0.2):
+        if not first_within(arrived, wait, interval=0.2):
             return None
         seconds = time.monotonic() - started
         destination = f"{self.namespace}/{self.name}"
@@ -422,43 +373,19 @@ class GoodMirror:
 @pytest.fixture(scope="module")
 def hostile(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     directory = tmp_path_factory.mktemp("hostile-operator")
-    metrics_port, health_port = free_port(), free_port()
-    env = world.operator_env() | {
-        "ECR_OPERATOR_METRICS_PORT": str(metrics_port),
-        "ECR_OPERATOR_HEALTH_PORT": str(health_port),
-        "ECR_OPERATOR_LOG_FORMAT": "json",
-        "ECR_OPERATOR_MIRROR_ALLOWED_SOURCES": "127.0.0.1/32",
-        **SHORT_SETTINGS,
-    }
+    overrides = {"ECR_OPERATOR_MIRROR_ALLOWED_SOURCES": "127.0.0.1/32", **SHORT_SETTINGS}
     if os.environ.get("PYTHONASYNCIODEBUG"):  # diagnosis: asyncio then logs every callback over 100 ms
-        env["PYTHONASYNCIODEBUG"] = os.environ["PYTHONASYNCIODEBUG"]
-    log = directory / "operator.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            operator_command(),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=directory,
-            start_new_session=True,
-        )
-    handle = OperatorProcess("hostile-operator", process, log, metrics_port, health_port)
+        overrides["PYTHONASYNCIODEBUG"] = os.environ["PYTHONASYNCIODEBUG"]
+    handle = launch_operator("hostile-operator", world.operator_env(), directory, **overrides)
     try:
         handle.wait_healthy()
-        watch = Watch(handle.health_url, process.pid)
+        watch = Watch(handle.health_url, handle.process.pid)
         watch.start()
         good = _good_mirror(world)
         yield Hostile(world, handle, watch, good)
         watch.stop()
     finally:
-        if handle.alive():
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        handle.stop(STOP_TIMEOUT)
 
 
 def _good_mirror(world: World) -> GoodMirror:
@@ -469,7 +396,9 @@ def _good_mirror(world: World) -> GoodMirror:
     anonymous = world.registries["anonymous"].host
     result = apply(
         world,
-        image_mirror(namespace, good.name, f"{anonymous}/{good.source_repository}", tags={"list": ["v1"]}),
+        mirror_into_namesake(
+            namespace, good.name, f"{anonymous}/{good.source_repository}", tags={"list": ["v1"]}
+        ),
     )
     assert result.returncode == 0, result.stderr
 
@@ -481,7 +410,9 @@ def _good_mirror(world: World) -> GoodMirror:
             and condition(document, "Ready").get("status") == "True"
         )
 
-    assert wait_for(synced, 90), f"the well-behaved mirror {namespace}/{good.name} never synced"
+    assert first_within(synced, 90, interval=0.5), (
+        f"the well-behaved mirror {namespace}/{good.name} never synced"
+    )
     return good
 
 
@@ -545,7 +476,7 @@ class Case:
         results = {
             name: apply(
                 self.world,
-                image_mirror(
+                mirror_into_namesake(
                     self.namespace, name, f"{self.hostile.registry_host}/{repository}", **self.specs[name]
                 ),
             )
@@ -585,9 +516,10 @@ class Case:
         """The mirror once its status reports on its source for the current spec (either way), else None;
         a failure must come with a Warning Event."""
         timeout = self.remaining(bound)
-        document: dict[str, Any] | None = wait_for(
+        document: dict[str, Any] | None = first_within(
             lambda: (found := get_mirror(self.world, self.namespace, name)) and outcome_of(found) and found,
             timeout,
+            interval=0.5,
         )
         if document is None:
             self._not_reported(name, "no outcome reported", bound)
@@ -601,13 +533,14 @@ class Case:
         """The mirror must end Ready=False for its current spec, with a reason, a message and a Warning
         Event, within ``bound`` seconds of its creation."""
         timeout = self.remaining(bound)
-        document: dict[str, Any] | None = wait_for(
+        document: dict[str, Any] | None = first_within(
             lambda: (
                 (found := get_mirror(self.world, self.namespace, name))
                 and outcome_of(found) == "False"
                 and found
             ),
             timeout,
+            interval=0.5,
         )
         if document is None:
             self._not_reported(name, "not reported as failed (Ready=False, current generation)", bound)
@@ -640,7 +573,7 @@ class Case:
         )
 
     def warned(self, name: str) -> None:
-        events = wait_for(lambda: warning_events(self.world, self.namespace, name), 20)
+        events = first_within(lambda: warning_events(self.world, self.namespace, name), 20, interval=0.5)
         self.check(bool(events), f"{name}: no Warning Event")
         if events:
             self.note(f"{name}: Warning Event {events[-1].get('reason')}")
@@ -656,7 +589,9 @@ class Case:
 
     def nothing_left_open(self, name: str, within: float = 20.0) -> None:
         repository = self.mirrors[name]
-        closed = wait_for(lambda: self.hostile.repository_stats(repository)["open"] == 0, within)
+        closed = first_within(
+            lambda: self.hostile.repository_stats(repository)["open"] == 0, within, interval=0.5
+        )
         self.check(
             bool(closed),
             f"{name}: {self.hostile.repository_stats(repository)['open']} requests to {repository} still"
@@ -816,7 +751,7 @@ def test_realm_churn_with_tokens_that_fit_keeps_the_token_cache_bounded(hostile:
             def round_done(wanted: int = wanted) -> bool:
                 return int(hostile.repository_stats(repository)["endpoints"].get("token", 0)) >= wanted
 
-            wait_for(round_done, 20)
+            first_within(round_done, 20, interval=0.5)
         case.good_mirror_syncs("after a thousand realms")
         after = _rss_bytes(hostile.operator.process.pid)
         stats = hostile.repository_stats(repository)
