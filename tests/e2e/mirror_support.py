@@ -40,11 +40,18 @@ def ecr_repository(world: World, namespace: str, name: str, repository_name: str
 
 
 def image_mirror(namespace: str, name: str, image: str, **spec: Any) -> dict[str, Any]:
+    """An ImageMirror of ``image`` into the EcrRepository of its own name, unless ``spec`` names a
+    ``destination``."""
     return {
         "apiVersion": API_VERSION,
         "kind": "ImageMirror",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"source": {"image": image}, "interval": "6h", **spec},
+        "spec": {
+            "source": {"image": image},
+            "interval": "6h",
+            "destination": {"repositoryRef": {"name": name}},
+            **spec,
+        },
     }
 
 

@@ -330,11 +330,6 @@ def ecr_repositories(world: World, namespace: str, names: list[str]) -> None:
     )
 
 
-def mirror_into_namesake(namespace: str, name: str, image: str, **spec: Any) -> dict[str, Any]:
-    """An ImageMirror into the EcrRepository of its own name."""
-    return image_mirror(namespace, name, image, destination={"repositoryRef": {"name": name}}, **spec)
-
-
 # --- the well-behaved mirror -------------------------------------------------------------------------
 
 
@@ -396,9 +391,7 @@ def _good_mirror(world: World) -> GoodMirror:
     anonymous = world.registries["anonymous"].host
     result = apply(
         world,
-        mirror_into_namesake(
-            namespace, good.name, f"{anonymous}/{good.source_repository}", tags={"list": ["v1"]}
-        ),
+        image_mirror(namespace, good.name, f"{anonymous}/{good.source_repository}", tags={"list": ["v1"]}),
     )
     assert result.returncode == 0, result.stderr
 
@@ -476,7 +469,7 @@ class Case:
         results = {
             name: apply(
                 self.world,
-                mirror_into_namesake(
+                image_mirror(
                     self.namespace, name, f"{self.hostile.registry_host}/{repository}", **self.specs[name]
                 ),
             )

@@ -321,7 +321,6 @@ def test_a_platform_subset_of_an_index_tolerates_a_platform_missing_upstream(
             f"{world.registries['anonymous'].host}/{repository}",
             tags={"list": ["v1"]},
             platforms=["linux/amd64", "linux/riscv64"],
-            destination={"repositoryRef": {"name": "multi"}},
         ),
     )
 
@@ -368,7 +367,6 @@ def test_referrers_are_copied_with_the_image(world: World, running: Any, namespa
         f"{world.registries['basic'].host}/{repository}",
         tags={"list": ["v1"]},
         referrers=True,
-        destination={"repositoryRef": {"name": "signed"}},
     )
     document["spec"]["source"]["credentialsSecretRef"] = {"name": "credentials"}
     apply(world, document)
@@ -442,11 +440,7 @@ def test_a_loopback_source_is_refused_without_the_admins_allowance(
     apply(
         world,
         image_mirror(
-            namespace,
-            "internal",
-            f"{world.registries['anonymous'].host}/{repository}",
-            tags={"list": ["v1"]},
-            destination={"repositoryRef": {"name": "internal"}},
+            namespace, "internal", f"{world.registries['anonymous'].host}/{repository}", tags={"list": ["v1"]}
         ),
     )
 
@@ -478,11 +472,7 @@ def test_a_restarted_operator_leaves_synced_mirrors_alone(
     apply(
         world,
         image_mirror(
-            namespace,
-            "quiet",
-            f"{world.registries['anonymous'].host}/{repository}",
-            tags={"list": ["v1"]},
-            destination={"repositoryRef": {"name": "quiet"}},
+            namespace, "quiet", f"{world.registries['anonymous'].host}/{repository}", tags={"list": ["v1"]}
         ),
     )
     synced(world, namespace, "quiet")

@@ -244,11 +244,7 @@ def test_f2_a_forged_repository_uri_gets_no_request_and_the_mirror_pushes_where_
     apply(
         world,
         image_mirror(
-            namespace,
-            "app",
-            f"{world.registries['anonymous'].host}/{namespace}/src",
-            tags={"list": ["v1"]},
-            destination={"repositoryRef": {"name": "app"}},
+            namespace, "app", f"{world.registries['anonymous'].host}/{namespace}/src", tags={"list": ["v1"]}
         ),
     )
 
@@ -305,7 +301,6 @@ def test_f2_a_forged_ready_on_a_repository_another_namespace_owns_pushes_nothing
                 "grab",
                 f"{world.registries['anonymous'].host}/{attacker}/src",
                 tags={"list": ["v1"]},
-                destination={"repositoryRef": {"name": "grab"}},
             ),
         )
 
@@ -347,7 +342,6 @@ def test_f6_a_catastrophic_pattern_against_bait_tags_keeps_healthz_fast_and_the_
                 "bait",
                 f"{world.registries['anonymous'].host}/{repository}",
                 tags={"include": "^(a+)+$"},
-                destination={"repositoryRef": {"name": "bait"}},
             ),
         )
         mirror = synced(world, namespace, "bait")
@@ -358,7 +352,6 @@ def test_f6_a_catastrophic_pattern_against_bait_tags_keeps_healthz_fast_and_the_
                 "bystander",
                 f"{world.registries['anonymous'].host}/{namespace}/plain",
                 tags={"list": ["v1"]},
-                destination={"repositoryRef": {"name": "bystander"}},
             ),
         )
         synced(world, namespace, "bystander", timeout=GOOD_SYNC_LIMIT + 30)
@@ -404,11 +397,7 @@ def test_f7_mirrors_stuck_on_a_silent_upstream_never_delay_another_namespace(
         apply(
             world,
             image_mirror(
-                namespace,
-                f"stuck-{index}",
-                f"{scripted.host}/hostile/app{index}",
-                tags={"include": ".*"},
-                destination={"repositoryRef": {"name": f"stuck-{index}"}},
+                namespace, f"stuck-{index}", f"{scripted.host}/hostile/app{index}", tags={"include": ".*"}
             ),
         )
     eventually("a stuck pass to reach the silent upstream", lambda: scripted.requests or None, timeout=60)
@@ -423,11 +412,7 @@ def test_f7_mirrors_stuck_on_a_silent_upstream_never_delay_another_namespace(
             apply(
                 world,
                 image_mirror(
-                    quiet,
-                    "app",
-                    f"{world.registries['anonymous'].host}/{quiet}/app",
-                    tags={"list": ["v1"]},
-                    destination={"repositoryRef": {"name": "app"}},
+                    quiet, "app", f"{world.registries['anonymous'].host}/{quiet}/app", tags={"list": ["v1"]}
                 ),
             )
             synced(world, quiet, "app", timeout=30)
@@ -448,16 +433,7 @@ def test_f7_a_pass_against_a_silent_upstream_ends_at_its_deadline_and_says_so(
     operator(**ALLOW_LOOPBACK, ECR_OPERATOR_MIRROR_PASS_TIMEOUT="3")
     ecr_repository(world, namespace, "slow")
     repository_ready(world, namespace, "slow")
-    apply(
-        world,
-        image_mirror(
-            namespace,
-            "slow",
-            f"{scripted.host}/hostile/app",
-            tags={"list": ["v1", "v2"]},
-            destination={"repositoryRef": {"name": "slow"}},
-        ),
-    )
+    apply(world, image_mirror(namespace, "slow", f"{scripted.host}/hostile/app", tags={"list": ["v1", "v2"]}))
 
     mirror = failed_with(world, namespace, "slow", timeout=30)
 
@@ -493,16 +469,7 @@ def test_f7_a_pass_cut_short_by_its_deadline_records_the_tags_it_copied(
     operator(**ALLOW_LOOPBACK, ECR_OPERATOR_MIRROR_PASS_TIMEOUT="5")
     destination = ecr_repository(world, namespace, "app")
     repository_ready(world, namespace, "app")
-    apply(
-        world,
-        image_mirror(
-            namespace,
-            "app",
-            f"{scripted.host}/{repository}",
-            tags={"list": ["v1", "v2"]},
-            destination={"repositoryRef": {"name": "app"}},
-        ),
-    )
+    apply(world, image_mirror(namespace, "app", f"{scripted.host}/{repository}", tags={"list": ["v1", "v2"]}))
 
     mirror = failed_with(world, namespace, "app", timeout=40)
 
@@ -538,16 +505,7 @@ def test_f10_an_upstream_answering_nonsense_is_a_reported_failure_and_the_loop_l
     running = operator(**ALLOW_LOOPBACK)
     ecr_repository(world, namespace, "odd")
     repository_ready(world, namespace, "odd")
-    apply(
-        world,
-        image_mirror(
-            namespace,
-            "odd",
-            f"{scripted.host}/odd/app",
-            tags={"include": ".*"},
-            destination={"repositoryRef": {"name": "odd"}},
-        ),
-    )
+    apply(world, image_mirror(namespace, "odd", f"{scripted.host}/odd/app", tags={"include": ".*"}))
 
     mirror = failed_with(world, namespace, "odd", timeout=60)
     synced_condition = condition(mirror, "Synced")
