@@ -19,7 +19,6 @@ API_VERSION = "ecr-operator.io/v1alpha1"
 # The world's registries listen on 127.0.0.1: an admin allows that as they would an in-cluster registry.
 ALLOW_LOOPBACK = {"ECR_OPERATOR_MIRROR_ALLOWED_SOURCES": "127.0.0.1/32"}
 SYNC_REQUEST = "reconcile.ecr-operator.io/requestedAt"
-StartOperator = Any  # tests/operator_fixture.py: operator(**env) -> OperatorProcess
 
 
 def get(world: World, kind: str, namespace: str, name: str) -> dict[str, Any] | None:

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from mirror_support import (
     ALLOW_LOOPBACK,
-    StartOperator,
     ecr_digest,
     ecr_repository,
     get,
@@ -31,6 +30,7 @@ from repository_support import apply, condition
 from ecr_sandbox.images import OCI_INDEX, OCI_MANIFEST, SandboxRegistryClient, sha256_digest
 from ecr_sandbox.registries import RegistryRequest
 from ecr_sandbox.world import World
+from operator_fixture import StartOperator
 from waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]

@@ -29,7 +29,6 @@ from typing import Any
 import pytest
 from mirror_support import (
     ALLOW_LOOPBACK,
-    StartOperator,
     ecr_digest,
     ecr_repository,
     get,
@@ -42,6 +41,7 @@ from repository_support import apply, condition
 
 from ecr_sandbox.pki import CertificateAuthority
 from ecr_sandbox.world import World
+from operator_fixture import StartOperator
 from waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
