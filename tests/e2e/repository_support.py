@@ -14,6 +14,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from ecr_sandbox.aws import AwsCall
+from ecr_sandbox.images import OCI_CONFIG, OCI_MANIFEST
 from ecr_sandbox.kube import KubeApiError
 from ecr_sandbox.world import World
 from waiting import eventually
@@ -27,15 +28,16 @@ FAST_DRIFT = {"ECR_OPERATOR_DRIFT_INTERVAL": "2s", "ECR_OPERATOR_DRIFT_JITTER": 
 MANIFEST = json.dumps(
     {
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": "sha256:" + "c" * 64,
-            "size": 2,
-        },
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": "sha256:" + "c" * 64, "size": 2},
         "layers": [],
     }
 )
+# Tags immutable, except ``latest``: the mutability setting with the most parts.
+IMMUTABLE_EXCEPT_LATEST = {
+    "imageTagMutability": "IMMUTABLE_WITH_EXCLUSION",
+    "imageTagMutabilityExclusionFilters": [{"filter": "latest"}],
+}
 # The ``operator`` fixture (tests/e2e/conftest.py) starts processes of this shape.
 Operator = Any
 
@@ -99,6 +101,12 @@ def wait_for_condition(
     return eventually(f"{namespace}/{name} {condition_type}={status} {reason or ''}", reached, timeout)
 
 
+def ready_repository(world: World, namespace: str, name: str, **spec: Any) -> dict[str, Any]:
+    """``repository(namespace, name, **spec)`` applied, once it is Ready; returns the object."""
+    apply(world, repository(namespace, name, **spec))
+    return wait_for_condition(world, namespace, name)
+
+
 def status_of(world: World, namespace: str, name: str) -> dict[str, object]:
     return dict(((get(world, namespace, name) or {}).get("status")) or {})
 
@@ -127,6 +135,11 @@ def events(world: World, namespace: str, name: str) -> list[tuple[str, str, str]
     )
     items = sorted(listed["items"], key=lambda event: event["metadata"]["creationTimestamp"])
     return [(event["type"], event["reason"], event["message"]) for event in items]
+
+
+def event_reasons(world: World, namespace: str, name: str) -> list[tuple[str, str]]:
+    """(type, reason) of the Events about one EcrRepository, oldest first."""
+    return [(kind, reason) for kind, reason, _ in events(world, namespace, name)]
 
 
 def metric(running: Operator, name: str, **labels: str) -> float:

@@ -48,21 +48,17 @@ def test_a_repository_is_created_with_every_setting(
     running = support.start(operator, [namespace])
     name = f"{namespace}/app"
 
-    support.apply(
+    document = support.ready_repository(
         world,
-        support.repository(
-            namespace,
-            "app",
-            imageTagMutability="IMMUTABLE_WITH_EXCLUSION",
-            imageTagMutabilityExclusionFilters=[{"filter": "latest"}],
-            scanOnPush=True,
-            encryption={"type": "KMS", "kmsKey": "alias/team"},
-            tags={"team": "payments", "cost-center": "4711"},
-            lifecyclePolicy={"rules": LIFECYCLE_RULES},
-            access={"grants": [{"principals": ["210987654321", "o-a1b2c3d4e5"], "actions": "pull"}]},
-        ),
+        namespace,
+        "app",
+        **support.IMMUTABLE_EXCEPT_LATEST,
+        scanOnPush=True,
+        encryption={"type": "KMS", "kmsKey": "alias/team"},
+        tags={"team": "payments", "cost-center": "4711"},
+        lifecyclePolicy={"rules": LIFECYCLE_RULES},
+        access={"grants": [{"principals": ["210987654321", "o-a1b2c3d4e5"], "actions": "pull"}]},
     )
-    document = support.wait_for_condition(world, namespace, "app")
 
     found = support.describe(world, name)
     assert found is not None
@@ -146,8 +142,7 @@ def test_an_existing_repository_is_adopted_and_converged(
     # Adoption of an unowned repository is the admin's decision (none by default).
     support.start(operator, [namespace], **support.adoption_in(namespace))
 
-    support.apply(world, support.repository(namespace, "legacy", tags={"team": "a"}))
-    support.wait_for_condition(world, namespace, "legacy")
+    support.ready_repository(world, namespace, "legacy", tags={"team": "a"})
 
     found = support.describe(world, name)
     assert found is not None
@@ -182,9 +177,7 @@ def test_adoption_fail_refuses_an_existing_repository_and_changes_nothing(
     assert support.tags_of(world, arn) == {}
     assert [call.operation for call in support.calls_since(world, mark) if support.is_mutating(call)] == []
     assert "repositoryUri" not in document["status"]
-    assert ("Warning", "AdoptionRefused") in [
-        event[:2] for event in support.events(world, namespace, "taken")
-    ]
+    assert ("Warning", "AdoptionRefused") in support.event_reasons(world, namespace, "taken")
 
 
 def test_an_update_makes_only_the_calls_the_change_needs(
@@ -193,8 +186,7 @@ def test_an_update_makes_only_the_calls_the_change_needs(
     namespace = namespaces()
     support.start(operator, [namespace], ECR_OPERATOR_DRIFT_INTERVAL="1h")
     base = {"tags": {"team": "a", "env": "dev", "old": "x"}, "lifecyclePolicy": {"rules": LIFECYCLE_RULES}}
-    support.apply(world, support.repository(namespace, "app", **base))
-    support.wait_for_condition(world, namespace, "app")
+    support.ready_repository(world, namespace, "app", **base)
     mark = support.wait_for_quiet_aws(world, quiet=1.0)
 
     rules = [LIFECYCLE_RULES[0], {"selection": {**LIFECYCLE_RULES[1]["selection"], "countNumber": 30}}]
@@ -226,7 +218,7 @@ def test_an_update_makes_only_the_calls_the_change_needs(
         "new": "y",
         OWNER_TAG: f"default/{namespace}/app",
     }
-    assert ("Normal", "RepositoryUpdated") in [event[:2] for event in support.events(world, namespace, "app")]
+    assert ("Normal", "RepositoryUpdated") in support.event_reasons(world, namespace, "app")
 
 
 def test_policies_are_compared_semantically_and_removed_when_dropped_from_the_spec(
@@ -371,11 +363,8 @@ def test_a_policy_aws_rejects_is_reported_once_and_retried_slowly(
     assert [event[1] for event in support.events(world, namespace, "app")].count("PolicyRejected") == 1
     assert support.describe(world, f"{namespace}/app") is not None
 
-    support.apply(world, support.repository(namespace, "app", access={"policy": json.dumps(RAW_POLICY)}))
-    support.wait_for_condition(world, namespace, "app")
-    assert ("Normal", "RepositoryRecovered") in [
-        event[:2] for event in support.events(world, namespace, "app")
-    ]
+    support.ready_repository(world, namespace, "app", access={"policy": json.dumps(RAW_POLICY)})
+    assert ("Normal", "RepositoryRecovered") in support.event_reasons(world, namespace, "app")
 
 
 def test_invalid_policy_json_is_caught_before_any_aws_call(
@@ -421,7 +410,7 @@ def test_aws_errors_a_user_can_act_on_are_reported_and_recovered_from(
         document = support.wait_for_condition(world, namespace, "app", status="False", reason=reason)
         assert says in support.condition(document)["message"]
         assert support.condition(document, "Synced")["reason"] == reason
-        assert ("Warning", reason) in [event[:2] for event in support.events(world, namespace, "app")]
+        assert ("Warning", reason) in support.event_reasons(world, namespace, "app")
     finally:
         world.clear_aws_faults()
 
@@ -451,5 +440,5 @@ def test_throttling_backs_off_and_recovers_without_a_hot_loop(
         )
         >= 1
     )
-    assert ("Warning", "Throttled") in [event[:2] for event in support.events(world, namespace, "app")]
+    assert ("Warning", "Throttled") in support.event_reasons(world, namespace, "app")
     assert support.condition(document, "Synced")["status"] == "True"

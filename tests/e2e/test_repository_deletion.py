@@ -16,6 +16,19 @@ def delete(world: World, namespace: str, name: str) -> None:
     world.kubectl("delete", "ecrrepository", name, "--namespace", namespace, "--wait=false")
 
 
+def deleted_with_an_image(
+    world: World, operator: support.Operator, namespace: str, deletion_policy: str
+) -> tuple[str, str]:
+    """An EcrRepository ``app`` served in ``namespace``, Ready, holding an image, then deleted; returns
+    the namespace and the repository name."""
+    name = f"{namespace}/app"
+    support.start(operator, [namespace])
+    support.ready_repository(world, namespace, "app", deletionPolicy=deletion_policy)
+    support.push_image(world, name)
+    delete(world, namespace, "app")
+    return namespace, name
+
+
 def test_retain_keeps_the_repository_and_its_images_but_removes_identity_policies(
     world: World, operator: support.Operator, namespaces: Callable[[], str]
 ) -> None:
@@ -52,22 +65,13 @@ def test_retain_keeps_the_repository_and_its_images_but_removes_identity_policie
 def test_delete_if_empty_waits_while_images_exist_and_completes_once_they_are_gone(
     world: World, operator: support.Operator, namespaces: Callable[[], str]
 ) -> None:
-    namespace = namespaces()
-    name = f"{namespace}/app"
-    support.start(operator, [namespace])
-    support.apply(world, support.repository(namespace, "app", deletionPolicy="DeleteIfEmpty"))
-    support.wait_for_condition(world, namespace, "app")
-    support.push_image(world, name)
-
-    delete(world, namespace, "app")
+    namespace, name = deleted_with_an_image(world, operator, namespaces(), "DeleteIfEmpty")
     waiting = support.wait_for_condition(world, namespace, "app", status="False", reason="RepositoryNotEmpty")
 
     assert "still holds images" in support.condition(waiting)["message"]
     assert "deletionTimestamp" in waiting["metadata"]
     assert support.describe(world, name) is not None
-    assert ("Warning", "RepositoryNotEmpty") in [
-        event[:2] for event in support.events(world, namespace, "app")
-    ]
+    assert ("Warning", "RepositoryNotEmpty") in support.event_reasons(world, namespace, "app")
 
     world.boto3_client("ecr").batch_delete_image(repositoryName=name, imageIds=[{"imageTag": "v1"}])
     support.wait_until_gone(world, namespace, "app", timeout=60)
@@ -79,15 +83,8 @@ def test_delete_if_empty_waits_while_images_exist_and_completes_once_they_are_go
 def test_force_delete_removes_the_repository_with_its_images(
     world: World, operator: support.Operator, namespaces: Callable[[], str]
 ) -> None:
-    namespace = namespaces()
-    name = f"{namespace}/app"
-    support.start(operator, [namespace])
-    support.apply(world, support.repository(namespace, "app", deletionPolicy="ForceDelete"))
-    support.wait_for_condition(world, namespace, "app")
-    support.push_image(world, name)
-
-    delete(world, namespace, "app")
+    namespace, name = deleted_with_an_image(world, operator, namespaces(), "ForceDelete")
     support.wait_until_gone(world, namespace, "app")
 
     assert support.describe(world, name) is None
-    assert ("Normal", "RepositoryDeleted") in [event[:2] for event in support.events(world, namespace, "app")]
+    assert ("Normal", "RepositoryDeleted") in support.event_reasons(world, namespace, "app")

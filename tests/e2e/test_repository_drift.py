@@ -93,8 +93,7 @@ def test_a_repository_deleted_outside_the_operator_is_created_again(
     namespace = namespaces()
     name = f"{namespace}/app"
     support.start(operator, [namespace])
-    support.apply(world, support.repository(namespace, "app", tags={"team": "a"}))
-    support.wait_for_condition(world, namespace, "app")
+    support.ready_repository(world, namespace, "app", tags={"team": "a"})
 
     world.boto3_client("ecr").delete_repository(repositoryName=name, force=True)
 
@@ -167,20 +166,16 @@ def test_a_converged_repository_costs_no_aws_write_and_no_kubernetes_write(
         **support.identity_roles_for(world, namespace),
     }
     running = support.start(operator, [namespace], kubeconfig=kubeconfig, **drift)
-    support.apply(
+    converged = support.ready_repository(
         world,
-        support.repository(
-            namespace,
-            "app",
-            imageTagMutability="IMMUTABLE_WITH_EXCLUSION",
-            imageTagMutabilityExclusionFilters=[{"filter": "latest"}],
-            scanOnPush=True,
-            tags={"team": "a"},
-            lifecyclePolicy={"rules": LIFECYCLE_RULES},
-            access={"grants": GRANTS, "identityPolicies": [{"roleName": role, "actions": "pull"}]},
-        ),
+        namespace,
+        "app",
+        **support.IMMUTABLE_EXCEPT_LATEST,
+        scanOnPush=True,
+        tags={"team": "a"},
+        lifecyclePolicy={"rules": LIFECYCLE_RULES},
+        access={"grants": GRANTS, "identityPolicies": [{"roleName": role, "actions": "pull"}]},
     )
-    converged = support.wait_for_condition(world, namespace, "app")
     wait_for_passes(world, 0, 1)
     aws_mark, calls_counted = quiet_mark_and_metric(world, running)
     writes_mark = len(writes_by(world, user))

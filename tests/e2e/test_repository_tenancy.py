@@ -22,8 +22,7 @@ def test_a_second_object_claiming_a_repository_gets_conflict_and_the_first_keeps
     first, second = namespaces(), namespaces()
     shared = f"{first}/app"
     support.start(operator, [first, second])
-    support.apply(world, support.repository(first, "app", tags={"team": "first"}))
-    support.wait_for_condition(world, first, "app")
+    support.ready_repository(world, first, "app", tags={"team": "first"})
 
     support.apply(
         world,
@@ -40,7 +39,7 @@ def test_a_second_object_claiming_a_repository_gets_conflict_and_the_first_keeps
         "team": "first",
         OWNER_TAG: f"default/{first}/app",
     }
-    assert ("Warning", "Conflict") in [event[:2] for event in support.events(world, second, "app")]
+    assert ("Warning", "Conflict") in support.event_reasons(world, second, "app")
 
     support.apply(world, support.repository(first, "app", tags={"team": "first", "still": "mine"}))
     support.wait_for_generation(world, first, "app", 2)
@@ -54,8 +53,7 @@ def test_a_tenant_cannot_adopt_and_force_delete_another_namespaces_repository(
     victim, attacker = namespaces(), namespaces()
     target = f"{victim}/data"
     support.start(operator, [victim, attacker])
-    support.apply(world, support.repository(victim, "data"))
-    support.wait_for_condition(world, victim, "data")
+    support.ready_repository(world, victim, "data")
     support.push_image(world, target)
 
     support.apply(
@@ -64,9 +62,7 @@ def test_a_tenant_cannot_adopt_and_force_delete_another_namespaces_repository(
     support.wait_for_condition(world, attacker, "grab", status="False", reason="Conflict")
     world.kubectl("delete", "ecrrepository", "grab", "--namespace", attacker)
     support.wait_until_gone(world, attacker, "grab")
-    assert ("Warning", "RepositoryNotOwned") in [
-        event[:2] for event in support.events(world, attacker, "grab")
-    ]
+    assert ("Warning", "RepositoryNotOwned") in support.event_reasons(world, attacker, "grab")
 
     found = support.describe(world, target)
     assert found is not None
@@ -156,8 +152,7 @@ def test_a_namespace_prefix_keeps_each_tenant_in_its_lane(
     refused = support.wait_for_condition(
         world, mine, "grab", status="False", reason="RepositoryNameNotAllowed"
     )
-    support.apply(world, support.repository(mine, "app"))
-    support.wait_for_condition(world, mine, "app")
+    support.ready_repository(world, mine, "app")
 
     assert f"must start with '{mine}/'" in support.condition(refused)["message"]
     assert not [call for call in support.calls_since(world, mark) if call.operation == "TagResource"]
