@@ -248,11 +248,12 @@ def test_f13_identity_policies_on_roles_the_admin_did_not_allow_are_refused(
 # --- F4: adoption of an unowned repository is an admin decision -------------------------------------
 
 
-def legacy_repository(world: World, name: str) -> str:
-    """An untagged repository made by hand (or Terraform), holding an image; returns its ARN."""
+def legacy_repository(world: World) -> tuple[str, str]:
+    """An untagged repository made by hand (or Terraform), holding an image; returns its name and ARN."""
+    name = f"legacy-{secrets.token_hex(4)}/app"
     arn: str = world.boto3_client("ecr").create_repository(repositoryName=name)["repository"]["repositoryArn"]
     support.push_image(world, name)
-    return arn
+    return name, arn
 
 
 def grab(namespace: str, target: str) -> dict[str, Any]:
@@ -278,8 +279,7 @@ def test_f4_an_unowned_repository_is_not_adopted_without_the_admins_allowance(
     world: World, operator: support.Operator, namespaces: Callable[..., str]
 ) -> None:
     attacker = namespaces()
-    target = f"legacy-{secrets.token_hex(4)}/app"
-    arn = legacy_repository(world, target)
+    target, arn = legacy_repository(world)
     kubeconfig = tenant(world, attacker)
     support.start(operator, [attacker], **NO_DRIFT)
     mark = len(world.aws_calls())
@@ -303,8 +303,7 @@ def test_f4_an_adopted_repository_is_never_force_deleted_unless_the_admin_allows
     world: World, operator: support.Operator, namespaces: Callable[..., str]
 ) -> None:
     namespace = namespaces()
-    target = f"legacy-{secrets.token_hex(4)}/app"
-    arn = legacy_repository(world, target)
+    target, arn = legacy_repository(world)
     kubeconfig = tenant(world, namespace)
     running = support.start(operator, [namespace], **NO_DRIFT, **support.adoption_in(namespace))
 
