@@ -51,13 +51,14 @@ def free_port() -> int:
         return port
 
 
-def operator_command() -> list[str]:
-    """The installed console script, as a user runs it; ``python -m`` only if the venv lacks it."""
+def operator_command(subcommand: str = "run") -> list[str]:
+    """``ecr-operator <subcommand>`` by the installed console script, as a user runs it; ``python -m``
+    only if the venv lacks it."""
     script = Path(sys.executable).with_name("ecr-operator")
     if script.exists():
-        return [str(script), "run"]
+        return [str(script), subcommand]
     found = shutil.which("ecr-operator")
-    return [found, "run"] if found else [sys.executable, "-m", "ecr_operator", "run"]
+    return [found, subcommand] if found else [sys.executable, "-m", "ecr_operator", subcommand]
 
 
 @dataclass

@@ -227,16 +227,13 @@ def test_policies_are_compared_semantically_and_removed_when_dropped_from_the_sp
     namespace = namespaces()
     name = f"{namespace}/app"
     support.start(operator, [namespace], ECR_OPERATOR_DRIFT_INTERVAL="1h")
-    support.apply(
+    support.ready_repository(
         world,
-        support.repository(
-            namespace,
-            "app",
-            access={"policy": json.dumps(RAW_POLICY)},
-            lifecyclePolicy={"rules": LIFECYCLE_RULES},
-        ),
+        namespace,
+        "app",
+        access={"policy": json.dumps(RAW_POLICY)},
+        lifecyclePolicy={"rules": LIFECYCLE_RULES},
     )
-    support.wait_for_condition(world, namespace, "app")
     mark = support.wait_for_quiet_aws(world, quiet=1.0)
 
     # The same policy, written the way AWS or a colleague might: other order, other spelling.
@@ -292,15 +289,12 @@ def test_identity_policies_follow_the_spec_and_are_tracked_in_status(
     stamp = identity_policy_stamp("default", namespace, "app")
     support.start(operator, [namespace], **support.identity_roles_for(world, namespace))
 
-    support.apply(
+    document = support.ready_repository(
         world,
-        support.repository(
-            namespace,
-            "app",
-            access={"identityPolicies": [{"roleName": f"{namespace}-deployer", "actions": "pull"}]},
-        ),
+        namespace,
+        "app",
+        access={"identityPolicies": [{"roleName": f"{namespace}-deployer", "actions": "pull"}]},
     )
-    document = support.wait_for_condition(world, namespace, "app")
     granted = iam.get_role_policy(RoleName=f"{namespace}-deployer", PolicyName=policy_name)["PolicyDocument"]
 
     assert document["status"]["identityPolicies"] == [

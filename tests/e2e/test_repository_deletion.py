@@ -38,13 +38,9 @@ def test_retain_keeps_the_repository_and_its_images_but_removes_identity_policie
     iam = world.boto3_client("iam")
     iam.create_role(RoleName=role, AssumeRolePolicyDocument="{}")
     support.start(operator, [namespace], **support.identity_roles_for(world, namespace))
-    support.apply(
-        world,
-        support.repository(
-            namespace, "app", access={"identityPolicies": [{"roleName": role, "actions": "pull"}]}
-        ),
+    support.ready_repository(
+        world, namespace, "app", access={"identityPolicies": [{"roleName": role, "actions": "pull"}]}
     )
-    support.wait_for_condition(world, namespace, "app")
     support.push_image(world, name)
     assert iam.list_role_policies(RoleName=role)["PolicyNames"] != []
 

@@ -30,18 +30,15 @@ def test_changes_made_outside_the_operator_are_repaired_within_one_pass(
     running = support.start(
         operator, [namespace], ECR_OPERATOR_DRIFT_INTERVAL="3s", ECR_OPERATOR_DRIFT_JITTER="0.5s"
     )
-    support.apply(
+    support.ready_repository(
         world,
-        support.repository(
-            namespace,
-            "app",
-            imageTagMutability="IMMUTABLE",
-            tags={"team": "a"},
-            lifecyclePolicy={"rules": LIFECYCLE_RULES},
-            access={"grants": GRANTS},
-        ),
+        namespace,
+        "app",
+        imageTagMutability="IMMUTABLE",
+        tags={"team": "a"},
+        lifecyclePolicy={"rules": LIFECYCLE_RULES},
+        access={"grants": GRANTS},
     )
-    support.wait_for_condition(world, namespace, "app")
     ecr = world.boto3_client("ecr")
     arn = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]["repositoryArn"]
     wanted_policy = ecr.get_repository_policy(repositoryName=name)["policyText"]
