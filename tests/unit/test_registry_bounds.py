@@ -76,6 +76,7 @@ pytestmark = pytest.mark.unit
 
 REPO = parse_reference("up.example/team/app")
 DST = parse_reference("dst.example/mirror/app")
+SOURCE_V1 = parse_reference("up.example/team/app:v1")
 
 
 # --- a scripted network -------------------------------------------------------------------------
@@ -485,9 +486,7 @@ async def test_an_index_listing_one_child_2000_times_copies_it_once_and_pushes_t
     child, size = upstream.image("only")
     index_digest, _ = upstream.add(_index([_child(child, size)] * 2000), mediatypes.OCI_INDEX, "v1")
     source_network, destination_network, src, dst = _copy_world(upstream)
-    result = await copy_image(
-        parse_reference("up.example/team/app:v1"), DST, source_client=src, destination_client=dst
-    )
+    result = await copy_image(SOURCE_V1, DST, source_client=src, destination_client=dst)
     assert result.destination_digest == index_digest == result.source_digest  # byte-exact index
     assert source_network.count("GET", f"/manifests/{child}") == 1
     assert destination_network.count("HEAD", f"/manifests/{child}") == 1
@@ -523,9 +522,7 @@ async def test_an_index_with_too_many_distinct_children_is_refused_before_any_pu
     source_network, destination_network, _, dst = _copy_world(upstream)
     src = RegistryClient(source_network, limits=Limits(max_index_children=10))
     with pytest.raises(LimitExceeded, match="more than 10 distinct manifests") as raised:
-        await copy_image(
-            parse_reference("up.example/team/app:v1"), DST, source_client=src, destination_client=dst
-        )
+        await copy_image(SOURCE_V1, DST, source_client=src, destination_client=dst)
     assert raised.value.limit == "max_index_children"
     assert destination_network.count("PUT", "/manifests/") == 0
     assert source_network.count("GET", "/manifests/sha256:") == 1  # the index itself, by digest
@@ -537,9 +534,7 @@ async def test_one_digest_listed_with_two_sizes_is_malformed() -> None:
     upstream.add(_index([_child(child, size), _child(child, size + 1)]), mediatypes.OCI_INDEX, "v1")
     _, _, src, dst = _copy_world(upstream)
     with pytest.raises(MalformedResponse, match="with sizes"):
-        await copy_image(
-            parse_reference("up.example/team/app:v1"), DST, source_client=src, destination_client=dst
-        )
+        await copy_image(SOURCE_V1, DST, source_client=src, destination_client=dst)
 
 
 async def test_indexes_nested_too_deep_are_refused() -> None:
@@ -552,9 +547,7 @@ async def test_indexes_nested_too_deep_are_refused() -> None:
     source_network, _, _, dst = _copy_world(upstream)
     src = RegistryClient(source_network, limits=Limits(max_index_depth=1))
     with pytest.raises(LimitExceeded, match="nested more than 1 deep"):
-        await copy_image(
-            parse_reference("up.example/team/app:v1"), DST, source_client=src, destination_client=dst
-        )
+        await copy_image(SOURCE_V1, DST, source_client=src, destination_client=dst)
 
 
 async def test_a_fallback_referrers_index_is_bounded_too() -> None:
@@ -567,7 +560,7 @@ async def test_a_fallback_referrers_index_is_bounded_too() -> None:
     src = RegistryClient(source_network, limits=Limits(max_referrers=3))
     with pytest.raises(LimitExceeded, match="limit max_referrers") as raised:
         await copy_image(
-            parse_reference("up.example/team/app:v1"),
+            SOURCE_V1,
             DST,
             source_client=src,
             destination_client=dst,
