@@ -30,7 +30,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -505,19 +505,33 @@ class Case:
         """What is left of ``bound`` seconds counted from the mirrors' creation (at least a few)."""
         return max(5.0, bound - (time.monotonic() - self.started))
 
-    def outcome(self, name: str, bound: float = FAILURE_BOUND) -> dict[str, Any] | None:
-        """The mirror once its status reports on its source for the current spec (either way), else None;
-        a failure must come with a Warning Event."""
+    def _reported(
+        self, name: str, bound: float, wanted: Callable[[str | None], bool], otherwise: str
+    ) -> dict[str, Any] | None:
+        """The mirror once ``wanted(outcome_of(it))``, within ``bound`` seconds of the case's start, noted;
+        else None, and ``otherwise`` is a finding."""
         timeout = self.remaining(bound)
         document: dict[str, Any] | None = first_within(
-            lambda: (found := get_mirror(self.world, self.namespace, name)) and outcome_of(found) and found,
+            lambda: (
+                (found := get_mirror(self.world, self.namespace, name))
+                and wanted(outcome_of(found))
+                and found
+            ),
             timeout,
             interval=0.5,
         )
         if document is None:
-            self._not_reported(name, "no outcome reported", bound)
+            self._not_reported(name, otherwise, bound)
             return None
         self._noted(name, document, time.monotonic() - self.started)
+        return document
+
+    def outcome(self, name: str, bound: float = FAILURE_BOUND) -> dict[str, Any] | None:
+        """The mirror once its status reports on its source for the current spec (either way), else None;
+        a failure must come with a Warning Event."""
+        document = self._reported(name, bound, lambda outcome: outcome is not None, "no outcome reported")
+        if document is None:
+            return None
         if outcome_of(document) == "False":
             self.warned(name)
         return document
@@ -525,20 +539,14 @@ class Case:
     def fails(self, name: str, bound: float = FAILURE_BOUND) -> dict[str, Any] | None:
         """The mirror must end Ready=False for its current spec, with a reason, a message and a Warning
         Event, within ``bound`` seconds of its creation."""
-        timeout = self.remaining(bound)
-        document: dict[str, Any] | None = first_within(
-            lambda: (
-                (found := get_mirror(self.world, self.namespace, name))
-                and outcome_of(found) == "False"
-                and found
-            ),
-            timeout,
-            interval=0.5,
+        document = self._reported(
+            name,
+            bound,
+            lambda outcome: outcome == "False",
+            "not reported as failed (Ready=False, current generation)",
         )
         if document is None:
-            self._not_reported(name, "not reported as failed (Ready=False, current generation)", bound)
             return None
-        self._noted(name, document, time.monotonic() - self.started)
         ready = condition(document, "Ready")
         self.check(bool(ready.get("reason")) and ready.get("reason") != "Unknown", f"{name}: no reason")
         self.check(bool(ready.get("message")), f"{name}: no message")
