@@ -36,19 +36,12 @@ from ecr_operator.registry import (
 )
 from ecr_sandbox.hostile_registry import DUPLICATE_CHILDREN, fetch_stats
 from ecr_sandbox.world import HOSTILE_REGISTRY, World
+from registry_fakes import Sleeps
 
 pytestmark = pytest.mark.integration
 
 # The hostile registry trickles a byte every 3 s; these deadlines make each case end in seconds.
 DEADLINES = Deadlines(connect=5, read=5, request=8, blob_min_rate=1024, blob_window=5)
-
-
-class Sleeps:
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
 
 
 @pytest.fixture
