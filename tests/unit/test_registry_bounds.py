@@ -113,6 +113,17 @@ def _json(document: object) -> bytes:
     return json.dumps(document).encode()
 
 
+def _endless_tag_pages(tags: Callable[[int], list[str]], query: str = "") -> Route:
+    """Tag list pages without end: page N lists ``tags(N)`` and links to page N + 1."""
+
+    def route(method: str, url: URL, headers: dict[str, str]) -> ScriptedResponse:
+        page = int(url.query.get("page", "0"))
+        link = f'</v2/team/app/tags/list?{query}page={page + 1}>; rel="next"'
+        return ScriptedResponse(200, {"Link": link}, _json({"tags": tags(page)}))
+
+    return route
+
+
 def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -121,11 +132,7 @@ def _digest(data: bytes) -> str:
 
 
 async def test_endless_tag_pagination_stops_at_the_page_bound() -> None:
-    def route(method: str, url: URL, headers: dict[str, str]) -> ScriptedResponse:
-        page = int(url.query.get("page", "0"))
-        link = f'</v2/team/app/tags/list?n=1000&page={page + 1}>; rel="next"'
-        return ScriptedResponse(200, {"Link": link}, _json({"tags": [f"t{page}"]}))
-
+    route = _endless_tag_pages(lambda page: [f"t{page}"], query="n=1000&")
     client, network, _ = _client(route, limits=Limits(max_tag_pages=7))
     with pytest.raises(LimitExceeded, match="more than 7 pages") as raised:
         await client.list_tags(REPO)
@@ -135,12 +142,7 @@ async def test_endless_tag_pagination_stops_at_the_page_bound() -> None:
 
 
 async def test_tag_pages_repeating_their_content_under_new_urls_are_a_loop() -> None:
-    def route(method: str, url: URL, headers: dict[str, str]) -> ScriptedResponse:
-        page = int(url.query.get("page", "0"))
-        link = f'</v2/team/app/tags/list?page={page + 1}>; rel="next"'
-        return ScriptedResponse(200, {"Link": link}, _json({"tags": ["same"]}))
-
-    client, network, _ = _client(route)
+    client, network, _ = _client(_endless_tag_pages(lambda page: ["same"]))
     with pytest.raises(PaginationLoop, match="repeats an earlier page"):
         await client.list_tags(REPO)
     assert len(network.sent) == 2
@@ -157,12 +159,7 @@ async def test_a_tag_page_linking_to_itself_is_a_loop() -> None:
 
 
 async def test_tag_count_is_bounded_and_the_caller_may_choose_the_bound() -> None:
-    def route(method: str, url: URL, headers: dict[str, str]) -> ScriptedResponse:
-        page = int(url.query.get("page", "0"))
-        link = f'</v2/team/app/tags/list?page={page + 1}>; rel="next"'
-        return ScriptedResponse(200, {"Link": link}, _json({"tags": [f"p{page}-{i}" for i in range(1000)]}))
-
-    client, network, _ = _client(route)
+    client, network, _ = _client(_endless_tag_pages(lambda page: [f"p{page}-{i}" for i in range(1000)]))
     with pytest.raises(LimitExceeded, match="more than 10000 tags") as raised:
         await client.list_tags(REPO)
     assert raised.value.limit == "max_tags"
