@@ -214,6 +214,18 @@ def _manifest_bytes() -> bytes:
     return _json({"schemaVersion": 2, "mediaType": mediatypes.OCI_MANIFEST, "config": config, "layers": []})
 
 
+def _manifest_client(headers: Mapping[str, str]) -> tuple[RegistryClient, bytes]:
+    """A client of a registry serving one manifest with ``headers`` (and its Content-Type)."""
+    raw = _manifest_bytes()
+
+    def route(method: str, url: URL, headers_sent: dict[str, str]) -> ScriptedResponse:
+        answer = {**headers, "Content-Type": mediatypes.OCI_MANIFEST}
+        return ScriptedResponse(200, answer, raw if method == "GET" else b"")
+
+    client, _, _ = _client(route)
+    return client, raw
+
+
 async def test_a_trickled_manifest_fails_at_the_request_deadline_and_is_not_retried_at_once() -> None:
     raw = _manifest_bytes()
 
@@ -713,13 +725,7 @@ async def test_invalid_upstream_tags_are_left_out_and_counted() -> None:
 
 @pytest.mark.parametrize("header", ["x:y", "sha256:short", "md5:" + "a" * 32, "sha256:" + "A" * 64])
 async def test_a_malformed_content_digest_header_is_malformed_response(header: str) -> None:
-    raw = _manifest_bytes()
-
-    def route(method: str, url: URL, headers: dict[str, str]) -> ScriptedResponse:
-        answer = {"Docker-Content-Digest": header, "Content-Type": mediatypes.OCI_MANIFEST}
-        return ScriptedResponse(200, answer, raw if method == "GET" else b"")
-
-    client, _, _ = _client(route)
+    client, _ = _manifest_client({"Docker-Content-Digest": header})
     with pytest.raises(MalformedResponse, match="Docker-Content-Digest"):
         await client.head_manifest(REPO, "v1")
     with pytest.raises(MalformedResponse, match="Docker-Content-Digest"):
@@ -728,13 +734,7 @@ async def test_a_malformed_content_digest_header_is_malformed_response(header: s
 
 @pytest.mark.parametrize("length", ["²", "1e9", "-1", "9" * 4400, " ", "0x10"])
 async def test_odd_content_lengths_are_ignored_not_fatal(length: str) -> None:
-    raw = _manifest_bytes()
-
-    def route(method: str, url: URL, headers: dict[str, str]) -> ScriptedResponse:
-        answer = {"Content-Length": length, "Content-Type": mediatypes.OCI_MANIFEST}
-        return ScriptedResponse(200, answer, raw if method == "GET" else b"")
-
-    client, _, _ = _client(route)
+    client, raw = _manifest_client({"Content-Length": length})
     head = await client.head_manifest(REPO, "v1")
     assert head is not None
     assert head.size is None
