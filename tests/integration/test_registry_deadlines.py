@@ -16,16 +16,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from ecr_operator.registry import (
-    AiohttpSender,
-    DeadlineExceeded,
-    Deadlines,
-    LimitExceeded,
-    PaginationLoop,
-    RegistryClient,
-    create_session,
-    parse_reference,
-)
+from ecr_operator.registry import AiohttpSender, Deadlines, RegistryClient, create_session, parse_reference
+from ecr_operator.registry.errors import DeadlineExceeded, LimitExceeded, PaginationLoop
 
 pytestmark = pytest.mark.integration
 

@@ -18,21 +18,23 @@ import pytest
 
 from ecr_operator.registry import (
     AiohttpSender,
-    AuthError,
     BearerTokenCache,
     Credentials,
-    DeadlineExceeded,
     Deadlines,
-    LimitExceeded,
-    MalformedResponse,
-    PaginationLoop,
     Reference,
     RegistryClient,
-    RegistryError,
     StaticCredentials,
     copy_image,
     create_session,
     parse_reference,
+)
+from ecr_operator.registry.errors import (
+    AuthError,
+    DeadlineExceeded,
+    LimitExceeded,
+    MalformedResponse,
+    PaginationLoop,
+    RegistryError,
 )
 from ecr_sandbox.hostile_registry import DUPLICATE_CHILDREN, fetch_stats
 from ecr_sandbox.world import HOSTILE_REGISTRY, World
