@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ecr_operator.registry import Reference, RegistryClient
+from ecr_operator.registry.client import RegistryClient
 from ecr_operator.registry.manifest import parse_manifest
+from ecr_operator.registry.reference import Reference
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

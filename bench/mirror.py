@@ -37,7 +37,9 @@ from bench.latency import delayed
 from bench.measure import CommandFailed, Measured, require_gnu_time, run_measured
 from bench.peers import Peers
 from bench.report import BenchLine, Target, median, ours_at_most, ours_equal, ratio_at_most
-from ecr_operator.registry import AiohttpSender, Reference, RegistryClient, create_session, parse_reference
+from ecr_operator.registry.client import RegistryClient
+from ecr_operator.registry.reference import Reference, parse_reference
+from ecr_operator.registry.transport import AiohttpSender, create_session
 from ecr_sandbox.registries import RegistryInfo, parse_access_log
 from ecr_sandbox.world import World
 

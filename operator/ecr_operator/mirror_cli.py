@@ -24,30 +24,20 @@ from typing import Any, TextIO
 
 from ecr_operator.ecr_hosts import ecr_host_region
 from ecr_operator.logs import configure_logging
-from ecr_operator.registry import (
-    AiohttpSender,
-    AuthError,
-    BlobDone,
-    BlobProgress,
-    BlobStarted,
+from ecr_operator.registry.auth import (
     ChainedCredentials,
     Credentials,
     CredentialsProvider,
     DockerConfigCredentials,
-    ImageCopyResult,
     InvalidDockerConfig,
-    InvalidReference,
-    NotFound,
-    PlatformFilter,
-    ProgressEvent,
-    Reference,
-    RegistryClient,
-    RegistryError,
-    copy_image,
-    create_session,
-    parse_reference,
 )
-from ecr_operator.registry.reference import validate_tag
+from ecr_operator.registry.client import RegistryClient
+from ecr_operator.registry.copy import copy_image
+from ecr_operator.registry.errors import AuthError, InvalidReference, NotFound, RegistryError
+from ecr_operator.registry.platforms import PlatformFilter
+from ecr_operator.registry.reference import Reference, parse_reference, validate_tag
+from ecr_operator.registry.results import BlobDone, BlobProgress, BlobStarted, ImageCopyResult, ProgressEvent
+from ecr_operator.registry.transport import AiohttpSender, create_session
 from ecr_operator.tag_patterns import InvalidTagPattern, TagPattern, compile_tag_pattern
 
 EXIT_OK = 0

@@ -33,10 +33,12 @@ from ecr_operator.config import Settings
 from ecr_operator.kubeapi import FIELD_MANAGER, MERGE_PATCH, KubeApiError, call_api, load_api_client
 from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.reconcile.mirror import DestinationPolicy, SlotLimits, SlotRequest, next_admitted
-from ecr_operator.registry import AiohttpSender, CredentialsProvider, RegistryClient
-from ecr_operator.registry import TokenCache as RegistryTokens
+from ecr_operator.registry.auth import CredentialsProvider
+from ecr_operator.registry.auth import TokenCache as RegistryTokens
+from ecr_operator.registry.client import RegistryClient
 from ecr_operator.registry.guard import GuardedSender, check_host, create_guarded_session, literal_address
 from ecr_operator.registry.reference import api_host
+from ecr_operator.registry.transport import AiohttpSender
 
 JSON_PATCH = "application/json-patch+json"
 REPOSITORIES = ECR_REPOSITORY.plural

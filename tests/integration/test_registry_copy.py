@@ -22,26 +22,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ecr_operator.registry import (
-    AiohttpSender,
-    AuthError,
-    Credentials,
-    DigestMismatch,
-    DockerConfigCredentials,
-    NoMatchingPlatform,
-    PlatformFilter,
-    Reference,
-    RegistryClient,
-    RegistryError,
-    StaticCredentials,
-    copy_image,
-    create_session,
-    mediatypes,
-    parse_reference,
-)
+from ecr_operator.registry import mediatypes
+from ecr_operator.registry.auth import Credentials, DockerConfigCredentials, StaticCredentials
+from ecr_operator.registry.client import RegistryClient
+from ecr_operator.registry.copy import copy_image
 from ecr_operator.registry.digests import sha256_digest
+from ecr_operator.registry.errors import AuthError, DigestMismatch, NoMatchingPlatform, RegistryError
 from ecr_operator.registry.manifest import parse_manifest
-from ecr_operator.registry.reference import fallback_tag
+from ecr_operator.registry.platforms import PlatformFilter
+from ecr_operator.registry.reference import Reference, fallback_tag, parse_reference
+from ecr_operator.registry.transport import AiohttpSender, create_session
 from ecr_sandbox.registries import RegistryInfo, RegistryRequest
 from ecr_sandbox.world import World
 

@@ -16,8 +16,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from ecr_operator.registry import AiohttpSender, Deadlines, RegistryClient, create_session, parse_reference
+from ecr_operator.registry.client import RegistryClient
 from ecr_operator.registry.errors import DeadlineExceeded, LimitExceeded, PaginationLoop
+from ecr_operator.registry.limits import Deadlines
+from ecr_operator.registry.reference import parse_reference
+from ecr_operator.registry.transport import AiohttpSender, create_session
 
 pytestmark = pytest.mark.integration
 

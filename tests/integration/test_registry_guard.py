@@ -9,8 +9,11 @@ import pytest
 from aiohttp import web
 
 from ecr_operator.config import MirrorSourcePolicy, SourceRule
-from ecr_operator.registry import AiohttpSender, RegistryClient, parse_reference
-from ecr_operator.registry.guard import GuardedSender, SourceRefused, create_guarded_session
+from ecr_operator.registry.client import RegistryClient
+from ecr_operator.registry.errors import SourceRefused
+from ecr_operator.registry.guard import GuardedSender, create_guarded_session
+from ecr_operator.registry.reference import parse_reference
+from ecr_operator.registry.transport import AiohttpSender
 from ecr_sandbox.world import World
 
 pytestmark = pytest.mark.integration

@@ -16,18 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ecr_operator.registry import (
-    AiohttpSender,
-    BearerTokenCache,
-    Credentials,
-    Deadlines,
-    Reference,
-    RegistryClient,
-    StaticCredentials,
-    copy_image,
-    create_session,
-    parse_reference,
-)
+from ecr_operator.registry.auth import BearerTokenCache, Credentials, StaticCredentials
+from ecr_operator.registry.client import RegistryClient
+from ecr_operator.registry.copy import copy_image
 from ecr_operator.registry.errors import (
     AuthError,
     DeadlineExceeded,
@@ -36,6 +27,9 @@ from ecr_operator.registry.errors import (
     PaginationLoop,
     RegistryError,
 )
+from ecr_operator.registry.limits import Deadlines
+from ecr_operator.registry.reference import Reference, parse_reference
+from ecr_operator.registry.transport import AiohttpSender, create_session
 from ecr_sandbox.hostile_registry import DUPLICATE_CHILDREN, fetch_stats
 from ecr_sandbox.world import HOSTILE_REGISTRY, World
 from registry_fakes import Sleeps

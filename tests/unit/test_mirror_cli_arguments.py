@@ -31,18 +31,10 @@ from ecr_operator.mirror_cli import (
     select_tags,
     summary,
 )
-from ecr_operator.registry import (
-    AuthError,
-    BlobDone,
-    BlobProgress,
-    BlobStarted,
-    ChainedCredentials,
-    Credentials,
-    ImageCopyResult,
-    InvalidDockerConfig,
-    ReferrerCopy,
-    parse_reference,
-)
+from ecr_operator.registry.auth import ChainedCredentials, Credentials, InvalidDockerConfig
+from ecr_operator.registry.errors import AuthError
+from ecr_operator.registry.reference import parse_reference
+from ecr_operator.registry.results import BlobDone, BlobProgress, BlobStarted, ImageCopyResult, ReferrerCopy
 from ecr_operator.tag_patterns import compile_tag_pattern
 
 pytestmark = pytest.mark.unit

@@ -43,7 +43,6 @@ from ecr_operator.reconcile.mirror import (
     retry_delay,
     tag_is_immutable,
 )
-from ecr_operator.registry.copy import ImageCopyResult
 from ecr_operator.registry.errors import (
     AuthError,
     ConnectionFailed,
@@ -53,11 +52,12 @@ from ecr_operator.registry.errors import (
     NoMatchingPlatform,
     NotFound,
     RegistryError,
+    SourceRefused,
     UnsupportedMediaType,
 )
-from ecr_operator.registry.guard import SourceRefused
 from ecr_operator.registry.platforms import PlatformFilter
 from ecr_operator.registry.reference import parse_reference
+from ecr_operator.registry.results import ImageCopyResult
 
 pytestmark = pytest.mark.unit
 

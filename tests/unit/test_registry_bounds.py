@@ -54,9 +54,10 @@ from ecr_operator.registry.errors import (
     MalformedResponse,
     PaginationLoop,
     RegistryError,
+    SourceRefused,
     parse_error_body,
 )
-from ecr_operator.registry.guard import GuardedSender, SourceRefused
+from ecr_operator.registry.guard import GuardedSender
 from ecr_operator.registry.limits import Deadlines, Limits
 from ecr_operator.registry.manifest import parse_manifest
 from ecr_operator.registry.reference import fallback_tag, parse_reference

@@ -19,9 +19,10 @@ from yarl import URL
 from ecr_operator.registry import mediatypes
 from ecr_operator.registry.auth import Credentials, StaticCredentials
 from ecr_operator.registry.client import RegistryClient, parse_next_link
-from ecr_operator.registry.copy import BlobDone, ProgressEvent, VerifiedStream, copy_image
+from ecr_operator.registry.copy import VerifiedStream, copy_image
 from ecr_operator.registry.errors import AuthError, ConnectionFailed, DigestMismatch, RegistryError
 from ecr_operator.registry.reference import fallback_tag, parse_reference
+from ecr_operator.registry.results import BlobDone, ProgressEvent
 from ecr_operator.registry.transport import (
     CHUNK_SIZE,
     Body,

@@ -12,7 +12,8 @@ from yarl import URL
 
 from ecr_operator.config import MirrorSourcePolicy, SourceRule
 from ecr_operator.registry.client import RegistryClient
-from ecr_operator.registry.guard import GuardedResolver, GuardedSender, SourceRefused
+from ecr_operator.registry.errors import SourceRefused
+from ecr_operator.registry.guard import GuardedResolver, GuardedSender
 from ecr_operator.registry.reference import parse_reference
 from ecr_operator.registry.transport import Body, HttpResponse, RetryPolicy
 

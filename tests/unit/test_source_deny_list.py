@@ -22,7 +22,8 @@ from ecr_operator.config import (
     SourceRule,
     embedded_ipv4,
 )
-from ecr_operator.registry.guard import GuardedSender, SourceRefused, literal_address
+from ecr_operator.registry.errors import SourceRefused
+from ecr_operator.registry.guard import GuardedSender, literal_address
 from ecr_operator.registry.transport import Body, HttpResponse
 
 pytestmark = pytest.mark.unit

@@ -59,21 +59,18 @@ from ecr_operator.reconcile.mirror import (
     select_tags,
     unexpected_failure,
 )
-from ecr_operator.registry import (
+from ecr_operator.registry.auth import (
     Anonymous,
     CredentialsProvider,
     DockerConfigCredentials,
-    ImageCopyResult,
     InvalidDockerConfig,
-    InvalidReference,
-    PlatformFilter,
-    Reference,
-    RegistryClient,
-    RegistryError,
-    copy_image,
-    parse_reference,
 )
-from ecr_operator.registry.guard import SourceRefused
+from ecr_operator.registry.client import RegistryClient
+from ecr_operator.registry.copy import copy_image
+from ecr_operator.registry.errors import InvalidReference, RegistryError, SourceRefused
+from ecr_operator.registry.platforms import PlatformFilter
+from ecr_operator.registry.reference import Reference, parse_reference
+from ecr_operator.registry.results import ImageCopyResult
 from ecr_operator.runtime import Runtime
 from ecr_operator.tag_patterns import InvalidTagPattern
 

@@ -45,12 +45,11 @@ from ecr_operator.conditions import (
     format_time,
     set_conditions,
 )
-from ecr_operator.config import MirrorSourcePolicy, Settings
+from ecr_operator.config import IPAddress, MirrorSourcePolicy, Settings
 from ecr_operator.ecr_hosts import ecr_host, is_ecr_host
 from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.reconcile.repository import OWNER_TAG, owner_tag_value, tenancy_refusal
 from ecr_operator.reconcile.semver import InvalidRange, parse_range, tag_order_key
-from ecr_operator.registry.copy import ImageCopyResult
 from ecr_operator.registry.errors import (
     AuthError,
     ConnectionFailed,
@@ -60,11 +59,12 @@ from ecr_operator.registry.errors import (
     NoMatchingPlatform,
     NotFound,
     RegistryError,
+    SourceRefused,
     UnsupportedMediaType,
 )
-from ecr_operator.registry.guard import IPAddress, SourceRefused
 from ecr_operator.registry.platforms import Platform, PlatformFilter
 from ecr_operator.registry.reference import Reference, parse_reference
+from ecr_operator.registry.results import ImageCopyResult
 from ecr_operator.tag_patterns import compile_tag_pattern
 
 # The schedule: each pass is ``interval`` ± this fraction after the previous one, so mirrors created together

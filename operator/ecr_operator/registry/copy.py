@@ -46,7 +46,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from yarl import URL
 
@@ -67,6 +67,16 @@ from ecr_operator.registry.limits import Limits
 from ecr_operator.registry.manifest import Descriptor, Manifest, parse_manifest
 from ecr_operator.registry.platforms import Platform, PlatformFilter
 from ecr_operator.registry.reference import Reference, fallback_tag
+from ecr_operator.registry.results import (
+    BlobDone,
+    BlobProgress,
+    BlobStarted,
+    ImageCopyResult,
+    ManifestPushed,
+    ProgressCallback,
+    ProgressEvent,
+    ReferrerCopy,
+)
 from ecr_operator.registry.transport import CHUNK_SIZE, HttpResponse, retrying
 
 log = logging.getLogger(__name__)
@@ -78,80 +88,6 @@ MAX_REFERRER_DEPTH = 8
 # images need kilobytes; a hostile index of 1,000 children of 4 MiB each would need 4 GiB.
 MAX_PLAN_MANIFEST_BYTES = 64 * 1024 * 1024
 _UNKNOWN_PLATFORM = Platform(os="unknown", architecture="unknown")
-
-
-# --- results and progress -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BlobStarted:
-    digest: str
-    size: int
-
-
-@dataclass(frozen=True)
-class BlobProgress:
-    digest: str
-    transferred: int
-    size: int
-
-
-@dataclass(frozen=True)
-class BlobDone:
-    digest: str
-    size: int
-    outcome: Literal["copied", "skipped", "mounted"]
-
-
-@dataclass(frozen=True)
-class ManifestPushed:
-    digest: str
-    media_type: str
-    target: str
-
-
-ProgressEvent = BlobStarted | BlobProgress | BlobDone | ManifestPushed
-ProgressCallback = Callable[[ProgressEvent], None]
-
-
-@dataclass(frozen=True)
-class ReferrerCopy:
-    """A referrer (signature, SBOM, attestation...) of ``subject`` now present in the destination."""
-
-    subject: str
-    digest: str
-    artifact_type: str | None
-    media_type: str
-
-
-@dataclass(frozen=True)
-class ImageCopyResult:
-    """What one copy_image did.
-
-    ``up_to_date``: the destination already had the image (after HEADs only, platform fields and
-    ``image_bytes`` are then empty). ``filtered``: the destination holds a platform subset of the source
-    index under ``destination_digest``. ``tag_kept``: the destination tag names another image and was
-    left alone (``replace_tag=False``); ``destination_digest`` is that image. ``image_bytes`` is the size
-    of the image as copied: its manifests and their blobs.
-    """
-
-    source: Reference
-    destination: Reference
-    source_digest: str
-    destination_digest: str
-    media_type: str | None
-    up_to_date: bool
-    filtered: bool = False
-    tag_kept: bool = False
-    image_bytes: int = 0
-    bytes_copied: int = 0
-    blobs_copied: int = 0
-    blobs_skipped: int = 0
-    blobs_mounted: int = 0
-    manifests_pushed: int = 0
-    platforms_copied: tuple[str, ...] = ()
-    platforms_missing: tuple[str, ...] = ()
-    referrers: tuple[ReferrerCopy, ...] = ()
 
 
 # --- platform selection (pure) ------------------------------------------------------------------

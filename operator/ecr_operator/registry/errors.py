@@ -123,6 +123,10 @@ class NoMatchingPlatform(RegistryError):
         self.missing_platforms = missing_platforms
 
 
+class SourceRefused(RegistryError):
+    """The source host (or a host it redirected to) is in a network the operator may not read from."""
+
+
 MAX_ERROR_DETAILS = 5
 MAX_ERROR_MESSAGE = 200
 

@@ -22,7 +22,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from ecr_operator.registry.errors import RegistryError
+from ecr_operator.registry.errors import SourceRefused
 from ecr_operator.registry.limits import DEFAULT_DEADLINES, Deadlines
 from ecr_operator.registry.transport import Body, HttpResponse, HttpSender, create_session
 
@@ -37,10 +37,6 @@ class AddressPolicy(Protocol):
     """Decides whether ``host``, resolved to ``addresses``, may be connected to."""
 
     def permits(self, host: str, addresses: Sequence[IPAddress]) -> bool: ...
-
-
-class SourceRefused(RegistryError):
-    """The source host (or a host it redirected to) is in a network the operator may not read from."""
 
 
 def refusal(host: str, addresses: Sequence[IPAddress]) -> SourceRefused:
