@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,6 +130,17 @@ class OperatorProcess:
             self.process.wait()
             pytest.fail(f"the operator did not exit within {timeout:.0f}s of SIGTERM\n{self.describe()}")
 
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Teardown: SIGTERM, then SIGKILL to its process group if it hangs (never fails the test)."""
+        if not self.alive():
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
     def wait_exit(self, timeout: float = 30.0) -> int:
         try:
             return self.process.wait(timeout)
@@ -138,6 +149,39 @@ class OperatorProcess:
 
 
 StartOperator = Callable[..., OperatorProcess]
+
+
+def launch_operator(name: str, env: Mapping[str, str], directory: Path, **overrides: str) -> OperatorProcess:
+    """``ecr-operator run`` with ``env`` plus fresh metrics/health ports and JSON logs, then ``overrides``;
+    its log is ``directory/<name>.log``. Returns at once (``wait_healthy`` waits for it)."""
+    metrics_port, health_port = free_port(), free_port()
+    full_env = {
+        **env,
+        "ECR_OPERATOR_METRICS_PORT": str(metrics_port),
+        "ECR_OPERATOR_HEALTH_PORT": str(health_port),
+        "ECR_OPERATOR_LOG_FORMAT": "json",
+        **overrides,
+    }
+    if "PYTHONPATH" in os.environ:  # the operator runs the source the tests import, not the venv's
+        full_env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    log = directory / f"{name}.log"
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            operator_command(),
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=directory,
+            start_new_session=True,  # a Ctrl+C on pytest must not reach it before teardown does
+        )
+    return OperatorProcess(
+        name,
+        process,
+        log,
+        metrics_port=_port(full_env["ECR_OPERATOR_METRICS_PORT"], metrics_port),
+        health_port=_port(full_env["ECR_OPERATOR_HEALTH_PORT"], health_port),
+    )
 
 
 @dataclass(frozen=True)
@@ -288,34 +332,8 @@ def operator(
     request.node.stash[OPERATORS_KEY] = started
 
     def start(*, kubeconfig: Path | None = None, wait: bool = True, **overrides: str) -> OperatorProcess:
-        metrics_port, health_port = free_port(), free_port()
-        env = world.operator_env(kubeconfig or chart_identity.kubeconfig) | {
-            "ECR_OPERATOR_METRICS_PORT": str(metrics_port),
-            "ECR_OPERATOR_HEALTH_PORT": str(health_port),
-            "ECR_OPERATOR_LOG_FORMAT": "json",
-        }
-        if "PYTHONPATH" in os.environ:  # the operator runs the source the tests import, not the venv's
-            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-        env |= overrides
-        name = f"operator-{len(started) + 1}"
-        log = tmp_path / f"{name}.log"
-        with log.open("wb") as log_file:
-            process = subprocess.Popen(
-                operator_command(),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=tmp_path,
-                start_new_session=True,  # a Ctrl+C on pytest must not reach it before teardown does
-            )
-        handle = OperatorProcess(
-            name,
-            process,
-            log,
-            metrics_port=_port(env["ECR_OPERATOR_METRICS_PORT"], metrics_port),
-            health_port=_port(env["ECR_OPERATOR_HEALTH_PORT"], health_port),
-        )
+        env = world.operator_env(kubeconfig or chart_identity.kubeconfig)
+        handle = launch_operator(f"operator-{len(started) + 1}", env, tmp_path, **overrides)
         started.append(handle)
         if wait:
             handle.wait_healthy()
@@ -324,13 +342,7 @@ def operator(
     yield start
 
     for handle in started:
-        if handle.alive():
-            handle.process.send_signal(signal.SIGTERM)
-            try:
-                handle.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.killpg(handle.process.pid, signal.SIGKILL)
-                handle.process.wait()
+        handle.stop()
 
 
 @pytest.hookimpl(wrapper=True)

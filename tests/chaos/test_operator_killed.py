@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from ecr_sandbox.world import World
+from waiting import first_within
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 
@@ -73,9 +74,7 @@ def test_killed_operators_leave_nothing_half_done(world: World, operator: Any) -
         second.process.wait()
         survivor = operator(**env)
 
-        deadline = time.monotonic() + 120
-        while ready_count(world, namespace) < OBJECTS and time.monotonic() < deadline:
-            time.sleep(1)
+        first_within(lambda: ready_count(world, namespace) >= OBJECTS, 120, interval=1.0)
         assert ready_count(world, namespace) == OBJECTS, survivor.describe()
 
         ecr = world.boto3_client("ecr")

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ecr_sandbox.aws import AwsCall
+from ecr_sandbox.images import OCI_CONFIG, OCI_MANIFEST
 from ecr_sandbox.kube import KubeApiError
 from ecr_sandbox.world import World
+from waiting import eventually
 
-T = TypeVar("T")
 API_PATH = "/apis/ecr-operator.io/v1alpha1"
 RBAC_FILE = __file__.rsplit("/", 1)[0] + "/rbac/operator-rbac.yaml"
 # Read-only AWS operations; every other operation changes something.
@@ -28,15 +28,16 @@ FAST_DRIFT = {"ECR_OPERATOR_DRIFT_INTERVAL": "2s", "ECR_OPERATOR_DRIFT_JITTER": 
 MANIFEST = json.dumps(
     {
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": "sha256:" + "c" * 64,
-            "size": 2,
-        },
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": "sha256:" + "c" * 64, "size": 2},
         "layers": [],
     }
 )
+# Tags immutable, except ``latest``: the mutability setting with the most parts.
+IMMUTABLE_EXCEPT_LATEST = {
+    "imageTagMutability": "IMMUTABLE_WITH_EXCLUSION",
+    "imageTagMutabilityExclusionFilters": [{"filter": "latest"}],
+}
 # The ``operator`` fixture (tests/e2e/conftest.py) starts processes of this shape.
 Operator = Any
 
@@ -71,20 +72,6 @@ def get(world: World, namespace: str, name: str) -> dict[str, Any] | None:
     return document
 
 
-def eventually(
-    description: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.25
-) -> T:
-    """The first truthy value ``probe`` returns within ``timeout``; fails the test naming ``description``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {description}")
-        time.sleep(interval)
-
-
 def condition(document: Mapping[str, Any] | None, condition_type: str = "Ready") -> dict[str, Any]:
     for entry in ((document or {}).get("status") or {}).get("conditions") or []:
         if entry.get("type") == condition_type:
@@ -112,6 +99,12 @@ def wait_for_condition(
         return None
 
     return eventually(f"{namespace}/{name} {condition_type}={status} {reason or ''}", reached, timeout)
+
+
+def ready_repository(world: World, namespace: str, name: str, **spec: Any) -> dict[str, Any]:
+    """``repository(namespace, name, **spec)`` applied, once it is Ready; returns the object."""
+    apply(world, repository(namespace, name, **spec))
+    return wait_for_condition(world, namespace, name)
 
 
 def status_of(world: World, namespace: str, name: str) -> dict[str, object]:
@@ -142,6 +135,11 @@ def events(world: World, namespace: str, name: str) -> list[tuple[str, str, str]
     )
     items = sorted(listed["items"], key=lambda event: event["metadata"]["creationTimestamp"])
     return [(event["type"], event["reason"], event["message"]) for event in items]
+
+
+def event_reasons(world: World, namespace: str, name: str) -> list[tuple[str, str]]:
+    """(type, reason) of the Events about one EcrRepository, oldest first."""
+    return [(kind, reason) for kind, reason, _ in events(world, namespace, name)]
 
 
 def metric(running: Operator, name: str, **labels: str) -> float:
@@ -216,44 +214,3 @@ def adoption_in(*namespaces: str) -> dict[str, str]:
 def start(operator: Operator, namespaces: list[str], **env: str) -> Operator:
     """``ecr-operator run`` serving only ``namespaces``, with fast drift passes unless ``env`` overrides."""
     return operator(**(FAST_DRIFT | {"ECR_OPERATOR_NAMESPACES": ",".join(namespaces)} | env))
-
-
-@pytest.fixture(name="namespaces")
-def namespaces_fixture(world: World, operator: Operator) -> Iterator[Callable[..., str]]:
-    """A factory of fresh namespaces (random names, or exactly ``name``). At teardown (while the test's
-    operators still run, so finalizers are honoured) every EcrRepository in them is deleted, then the
-    namespaces."""
-    created: list[str] = []
-
-    def create(name: str | None = None) -> str:
-        if name is None:
-            created.append(world.create_namespace())
-        else:
-            world.kube_client().call("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
-            created.append(name)
-        return created[-1]
-
-    yield create
-
-    for namespace in created:
-        world.kubectl(
-            "delete", "ecrrepositories", "--all", "--namespace", namespace, "--wait=false", check=False
-        )
-    for namespace in created:
-        listing = f"{API_PATH}/namespaces/{namespace}/ecrrepositories"
-        deadline = time.monotonic() + 30
-        while world.kube_client().call("GET", listing)["items"] and time.monotonic() < deadline:
-            time.sleep(0.3)
-        for leftover in world.kube_client().call("GET", listing)["items"]:  # no operator left to finish them
-            world.kubectl(
-                "patch",
-                "ecrrepository",
-                leftover["metadata"]["name"],
-                "--namespace",
-                namespace,
-                "--type=merge",
-                "--patch",
-                '{"metadata": {"finalizers": null}}',
-                check=False,
-            )
-        world.delete_namespace(namespace)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import yaml
 from ecr_sandbox.tools import tool_path
 from ecr_sandbox.world import World
 from operator_fixture import token_kubeconfig
+from waiting import first_within
 
 pytestmark = pytest.mark.e2e
 
@@ -165,14 +165,15 @@ def test_operator_runs_with_the_charts_identity(
             }
         ),
     )
-    deadline = time.monotonic() + 30
-    conditions: list[dict[str, Any]] = []
-    while time.monotonic() < deadline and not conditions:
+
+    def conditions_written() -> list[dict[str, Any]]:
         body = json.loads(
             world.kubectl("get", "ecrrepository", "chart-rbac-check", "-n", namespace, "-o", "json").stdout
         )
-        conditions = body.get("status", {}).get("conditions", [])
-        time.sleep(0.5)
+        conditions: list[dict[str, Any]] = body.get("status", {}).get("conditions", [])
+        return conditions
+
+    conditions = first_within(conditions_written, 30, interval=0.5)
     assert conditions, f"the operator never wrote status with the chart's identity\n{process.describe()}"
     forbidden = [line for line in process.log_text().splitlines() if "forbidden" in line.lower()]
     assert not forbidden, "the chart's RBAC refused the operator:\n" + "\n".join(forbidden[:10])

@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -37,17 +36,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mirror_support import current, image_mirror, request_sync
+from repository_support import condition, repository
 
 from ecr_operator.config import Settings
 from ecr_sandbox.hostile_registry import fetch_stats
 from ecr_sandbox.registries import HOSTILE_REGISTRY
 from ecr_sandbox.world import World
-from operator_fixture import OPERATORS_KEY, OperatorProcess, free_port, operator_command
+from operator_fixture import OPERATORS_KEY, OperatorProcess, launch_operator
+from waiting import first_within
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 API = "/apis/ecr-operator.io/v1alpha1"
-SYNC_REQUEST = "reconcile.ecr-operator.io/requestedAt"
 GOOD_SYNC_LIMIT = 10.0
 HEALTHZ_LIMIT = 1.0
 RSS_LIMIT = 200 * 1024 * 1024
@@ -306,17 +307,6 @@ def get_mirror(world: World, namespace: str, name: str) -> dict[str, Any] | None
     return body if status == 200 and isinstance(body, dict) else None
 
 
-def condition(document: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    conditions = (document.get("status") or {}).get("conditions") or []
-    return next((entry for entry in conditions if entry.get("type") == kind), {})
-
-
-def current(document: Mapping[str, Any]) -> bool:
-    """Whether the status speaks of the spec as it is now."""
-    observed = (document.get("status") or {}).get("observedGeneration")
-    return observed is not None and observed == document["metadata"]["generation"]
-
-
 def warning_events(world: World, namespace: str, name: str) -> list[dict[str, Any]]:
     body = world.kube_client().call(
         "GET", f"/api/v1/namespaces/{namespace}/events?fieldSelector=involvedObject.name%3D{name}"
@@ -324,30 +314,10 @@ def warning_events(world: World, namespace: str, name: str) -> list[dict[str, An
     return [event for event in body.get("items", []) if event.get("type") == "Warning"]
 
 
-def request_sync(world: World, namespace: str, name: str) -> None:
-    world.kubectl(
-        "annotate",
-        "imagemirror",
-        name,
-        "--namespace",
-        namespace,
-        f"{SYNC_REQUEST}={time.time_ns()}",
-        "--overwrite",
-    )
-
-
 def ecr_repositories(world: World, namespace: str, names: list[str]) -> None:
     """EcrRepositories (their controller creates them in moto), once all are Ready."""
     for name in names:
-        result = apply(
-            world,
-            {
-                "apiVersion": "ecr-operator.io/v1alpha1",
-                "kind": "EcrRepository",
-                "metadata": {"name": name, "namespace": namespace},
-                "spec": {"repositoryName": f"{namespace}/{name}", "registry": {"region": world.region}},
-            },
-        )
+        result = apply(world, repository(namespace, name, registry={"region": world.region}))
         assert result.returncode == 0, result.stderr
 
     def ready(name: str) -> bool:
@@ -356,33 +326,9 @@ def ecr_repositories(world: World, namespace: str, names: list[str]) -> None:
         )
         return status == 200 and condition(body, "Ready").get("status") == "True"
 
-    assert wait_for(lambda: all(ready(name) for name in names), 60), f"EcrRepositories in {namespace}"
-
-
-def image_mirror(namespace: str, name: str, image: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "ecr-operator.io/v1alpha1",
-        "kind": "ImageMirror",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "source": {"image": image},
-            "interval": "6h",
-            "destination": {"repositoryRef": {"name": name}},
-            **spec,
-        },
-    }
-
-
-def wait_for(probe: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    """``probe()``'s first truthy answer within ``timeout`` seconds, else None."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(interval)
+    assert first_within(lambda: all(ready(name) for name in names), 60, interval=0.5), (
+        f"EcrRepositories in {namespace}"
+    )
 
 
 # --- the well-behaved mirror -------------------------------------------------------------------------
@@ -409,7 +355,7 @@ class GoodMirror:
             tags = {entry.get("tag"): entry for entry in (document.get("status") or {}).get("tags") or []}
             return bool(tags.get("v1", {}).get("destinationDigest") == digest)
 
-        if not wait_for(arrived, wait, interval=0.2):
+        if not first_within(arrived, wait, interval=0.2):
             return None
         seconds = time.monotonic() - started
         destination = f"{self.namespace}/{self.name}"
@@ -423,43 +369,19 @@ class GoodMirror:
 @pytest.fixture(scope="module")
 def hostile(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     directory = tmp_path_factory.mktemp("hostile-operator")
-    metrics_port, health_port = free_port(), free_port()
-    env = world.operator_env() | {
-        "ECR_OPERATOR_METRICS_PORT": str(metrics_port),
-        "ECR_OPERATOR_HEALTH_PORT": str(health_port),
-        "ECR_OPERATOR_LOG_FORMAT": "json",
-        "ECR_OPERATOR_MIRROR_ALLOWED_SOURCES": "127.0.0.1/32",
-        **SHORT_SETTINGS,
-    }
+    overrides = {"ECR_OPERATOR_MIRROR_ALLOWED_SOURCES": "127.0.0.1/32", **SHORT_SETTINGS}
     if os.environ.get("PYTHONASYNCIODEBUG"):  # diagnosis: asyncio then logs every callback over 100 ms
-        env["PYTHONASYNCIODEBUG"] = os.environ["PYTHONASYNCIODEBUG"]
-    log = directory / "operator.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            operator_command(),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=directory,
-            start_new_session=True,
-        )
-    handle = OperatorProcess("hostile-operator", process, log, metrics_port, health_port)
+        overrides["PYTHONASYNCIODEBUG"] = os.environ["PYTHONASYNCIODEBUG"]
+    handle = launch_operator("hostile-operator", world.operator_env(), directory, **overrides)
     try:
         handle.wait_healthy()
-        watch = Watch(handle.health_url, process.pid)
+        watch = Watch(handle.health_url, handle.process.pid)
         watch.start()
         good = _good_mirror(world)
         yield Hostile(world, handle, watch, good)
         watch.stop()
     finally:
-        if handle.alive():
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        handle.stop(STOP_TIMEOUT)
 
 
 def _good_mirror(world: World) -> GoodMirror:
@@ -482,7 +404,9 @@ def _good_mirror(world: World) -> GoodMirror:
             and condition(document, "Ready").get("status") == "True"
         )
 
-    assert wait_for(synced, 90), f"the well-behaved mirror {namespace}/{good.name} never synced"
+    assert first_within(synced, 90, interval=0.5), (
+        f"the well-behaved mirror {namespace}/{good.name} never synced"
+    )
     return good
 
 
@@ -582,18 +506,33 @@ class Case:
         """What is left of ``bound`` seconds counted from the mirrors' creation (at least a few)."""
         return max(5.0, bound - (time.monotonic() - self.started))
 
+    def _reported(
+        self, name: str, bound: float, wanted: Callable[[str | None], bool], otherwise: str
+    ) -> dict[str, Any] | None:
+        """The mirror once ``wanted(outcome_of(it))``, within ``bound`` seconds of the case's start, noted;
+        else None, and ``otherwise`` is a finding."""
+        timeout = self.remaining(bound)
+        document: dict[str, Any] | None = first_within(
+            lambda: (
+                (found := get_mirror(self.world, self.namespace, name))
+                and wanted(outcome_of(found))
+                and found
+            ),
+            timeout,
+            interval=0.5,
+        )
+        if document is None:
+            self._not_reported(name, otherwise, bound)
+            return None
+        self._noted(name, document, time.monotonic() - self.started)
+        return document
+
     def outcome(self, name: str, bound: float = FAILURE_BOUND) -> dict[str, Any] | None:
         """The mirror once its status reports on its source for the current spec (either way), else None;
         a failure must come with a Warning Event."""
-        timeout = self.remaining(bound)
-        document: dict[str, Any] | None = wait_for(
-            lambda: (found := get_mirror(self.world, self.namespace, name)) and outcome_of(found) and found,
-            timeout,
-        )
+        document = self._reported(name, bound, lambda outcome: outcome is not None, "no outcome reported")
         if document is None:
-            self._not_reported(name, "no outcome reported", bound)
             return None
-        self._noted(name, document, time.monotonic() - self.started)
         if outcome_of(document) == "False":
             self.warned(name)
         return document
@@ -601,19 +540,14 @@ class Case:
     def fails(self, name: str, bound: float = FAILURE_BOUND) -> dict[str, Any] | None:
         """The mirror must end Ready=False for its current spec, with a reason, a message and a Warning
         Event, within ``bound`` seconds of its creation."""
-        timeout = self.remaining(bound)
-        document: dict[str, Any] | None = wait_for(
-            lambda: (
-                (found := get_mirror(self.world, self.namespace, name))
-                and outcome_of(found) == "False"
-                and found
-            ),
-            timeout,
+        document = self._reported(
+            name,
+            bound,
+            lambda outcome: outcome == "False",
+            "not reported as failed (Ready=False, current generation)",
         )
         if document is None:
-            self._not_reported(name, "not reported as failed (Ready=False, current generation)", bound)
             return None
-        self._noted(name, document, time.monotonic() - self.started)
         ready = condition(document, "Ready")
         self.check(bool(ready.get("reason")) and ready.get("reason") != "Unknown", f"{name}: no reason")
         self.check(bool(ready.get("message")), f"{name}: no message")
@@ -641,7 +575,7 @@ class Case:
         )
 
     def warned(self, name: str) -> None:
-        events = wait_for(lambda: warning_events(self.world, self.namespace, name), 20)
+        events = first_within(lambda: warning_events(self.world, self.namespace, name), 20, interval=0.5)
         self.check(bool(events), f"{name}: no Warning Event")
         if events:
             self.note(f"{name}: Warning Event {events[-1].get('reason')}")
@@ -657,7 +591,9 @@ class Case:
 
     def nothing_left_open(self, name: str, within: float = 20.0) -> None:
         repository = self.mirrors[name]
-        closed = wait_for(lambda: self.hostile.repository_stats(repository)["open"] == 0, within)
+        closed = first_within(
+            lambda: self.hostile.repository_stats(repository)["open"] == 0, within, interval=0.5
+        )
         self.check(
             bool(closed),
             f"{name}: {self.hostile.repository_stats(repository)['open']} requests to {repository} still"
@@ -684,60 +620,69 @@ class Case:
 # --- the cases ----------------------------------------------------------------------------------------
 
 
-def test_endless_tag_pagination_is_cut_short(hostile: Hostile) -> None:
-    with Case(hostile, "endless-tags") as case:
-        for name in ("endless-a", "endless-b"):
-            case.add(name, "", tags={"include": "^v1$"})
+@pytest.mark.parametrize(
+    ("behaviour", "mirrors", "meanwhile", "max_requests", "endpoint"),
+    [
+        pytest.param(
+            "endless-tags",
+            {name: ("", {"tags": {"include": "^v1$"}}) for name in ("endless-a", "endless-b")},
+            "while tag listings never end",
+            MAX_PAGES,
+            "tags/list",
+            id="endless-tag-pagination-is-cut-short",
+        ),
+        pytest.param(
+            "self-referrers",
+            {
+                variant: (variant, {"tags": {"list": ["v1"]}, "referrers": True})
+                for variant in ("same", "fresh")
+            },
+            "while referrer pages link on forever",
+            MAX_PAGES,
+            "referrers",
+            id="self-linking-referrer-pages-are-cut-short",
+        ),
+        pytest.param(
+            "retry-after",
+            {
+                f"after-{variant}": (variant, {"tags": {"list": ["v1", "v2"]}})
+                for variant in ("300", "superscript")
+            },
+            "while sources throttle with Retry-After: 300 and Retry-After: ²",
+            200,
+            None,
+            id="a-huge-or-nonsense-retry-after-holds-no-worker",
+        ),
+        pytest.param(
+            "trickle",
+            {f"trickle-{variant}": (variant, {"tags": {"list": ["v1"]}}) for variant in ("headers", "body")},
+            "while two manifests trickle in a byte at a time",
+            50,
+            None,
+            id="a-trickling-manifest-is-abandoned-at-the-deadline",
+        ),
+    ],
+)
+def test_a_hostile_upstream_is_a_reported_failure_after_bounded_requests(
+    hostile: Hostile,
+    behaviour: str,
+    mirrors: dict[str, tuple[str, dict[str, Any]]],
+    meanwhile: str,
+    max_requests: int,
+    endpoint: str | None,
+) -> None:
+    with Case(hostile, behaviour) as case:
+        for name, (variant, spec) in mirrors.items():
+            case.add(name, variant, **spec)
         case.start()
-        case.good_mirror_syncs("while tag listings never end")
+        case.good_mirror_syncs(meanwhile)
         for name in case.mirrors:
             case.fails(name)
         case.good_mirror_syncs("after")
         for name in case.mirrors:
-            case.requests_bounded(name, MAX_PAGES, "tags/list")
-        case.finish()
-
-
-def test_self_linking_referrer_pages_are_cut_short(hostile: Hostile) -> None:
-    with Case(hostile, "self-referrers") as case:
-        for variant in ("same", "fresh"):
-            case.add(variant, variant, tags={"list": ["v1"]}, referrers=True)
-        case.start()
-        case.good_mirror_syncs("while referrer pages link on forever")
-        for name in case.mirrors:
-            case.fails(name)
-        case.good_mirror_syncs("after")
-        for name in case.mirrors:
-            case.requests_bounded(name, MAX_PAGES, "referrers")
-        case.finish()
-
-
-def test_a_huge_or_nonsense_retry_after_holds_no_worker(hostile: Hostile) -> None:
-    with Case(hostile, "retry-after") as case:
-        for variant in ("300", "superscript"):
-            case.add(f"after-{variant}", variant, tags={"list": ["v1", "v2"]})
-        case.start()
-        case.good_mirror_syncs("while sources throttle with Retry-After: 300 and Retry-After: ²")
-        for name in case.mirrors:
-            case.fails(name)
-        case.good_mirror_syncs("after")
-        for name in case.mirrors:
-            case.requests_bounded(name, 200)
-        case.finish()
-
-
-def test_a_trickling_manifest_is_abandoned_at_the_deadline(hostile: Hostile) -> None:
-    with Case(hostile, "trickle") as case:
-        for variant in ("headers", "body"):
-            case.add(f"trickle-{variant}", variant, tags={"list": ["v1"]})
-        case.start()
-        case.good_mirror_syncs("while two manifests trickle in a byte at a time")
-        for name in case.mirrors:
-            case.fails(name)
-        case.good_mirror_syncs("after")
-        for name in case.mirrors:
-            case.requests_bounded(name, 50)
-            case.nothing_left_open(name)
+            case.requests_bounded(name, max_requests, endpoint)
+            if behaviour == "trickle":  # a trickle holds a connection open: the operator must hang up
+                case.nothing_left_open(name)
         case.finish()
 
 
@@ -817,7 +762,7 @@ def test_realm_churn_with_tokens_that_fit_keeps_the_token_cache_bounded(hostile:
             def round_done(wanted: int = wanted) -> bool:
                 return int(hostile.repository_stats(repository)["endpoints"].get("token", 0)) >= wanted
 
-            wait_for(round_done, 20)
+            first_within(round_done, 20, interval=0.5)
         case.good_mirror_syncs("after a thousand realms")
         after = _rss_bytes(hostile.operator.process.pid)
         stats = hostile.repository_stats(repository)

@@ -13,91 +13,30 @@ import base64
 import json
 import time
 import urllib.request
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from mirror_support import (
+    ALLOW_LOOPBACK,
+    ecr_digest,
+    ecr_repository,
+    get,
+    image_mirror,
+    request_sync,
+    synced,
+)
+from repository_support import apply, condition
 
 from ecr_sandbox.images import OCI_INDEX, OCI_MANIFEST, SandboxRegistryClient, sha256_digest
 from ecr_sandbox.registries import RegistryRequest
 from ecr_sandbox.world import World
+from operator_fixture import StartOperator
+from waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
-T = TypeVar("T")
-API_VERSION = "ecr-operator.io/v1alpha1"
-ALLOW_LOOPBACK = {"ECR_OPERATOR_MIRROR_ALLOWED_SOURCES": "127.0.0.1/32"}
-SYNC_REQUEST = "reconcile.ecr-operator.io/requestedAt"
-StartOperator = Any  # tests/e2e/conftest.py: operator(**env) -> OperatorProcess
-
 
 # --- helpers ----------------------------------------------------------------------------------------
-
-
-def apply(world: World, document: dict[str, Any]) -> None:
-    world.kubectl("apply", "--filename", "-", input=json.dumps(document))
-
-
-def get(world: World, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-    result = world.kubectl("get", kind, name, "--namespace", namespace, "--output", "json", check=False)
-    if result.returncode != 0:
-        return None
-    document: dict[str, Any] = json.loads(result.stdout)
-    return document
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found is not None and found is not False:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
-
-
-def condition(document: dict[str, Any], kind: str) -> dict[str, Any]:
-    conditions = (document.get("status") or {}).get("conditions") or []
-    return next((entry for entry in conditions if entry["type"] == kind), {})
-
-
-def ecr_repository(world: World, namespace: str, name: str) -> str:
-    """An EcrRepository (its own controller creates the repository in moto); returns its repositoryName."""
-    repository_name = f"{namespace}/{name}"
-    apply(
-        world,
-        {
-            "apiVersion": API_VERSION,
-            "kind": "EcrRepository",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"repositoryName": repository_name, "registry": {"region": world.region}},
-        },
-    )
-    return repository_name
-
-
-def image_mirror(namespace: str, name: str, image: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "ImageMirror",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"source": {"image": image}, "interval": "6h", **spec},
-    }
-
-
-def synced(world: World, namespace: str, name: str, timeout: float = 60.0) -> dict[str, Any]:
-    """The mirror once a pass of its current spec finished cleanly."""
-
-    def probe() -> dict[str, Any] | None:
-        document = get(world, "imagemirror", namespace, name)
-        if document is None:
-            return None
-        ready = condition(document, "Synced")
-        current = document.get("status", {}).get("observedGeneration") == document["metadata"]["generation"]
-        return document if current and ready.get("status") == "True" else None
-
-    return wait_for(f"ImageMirror {namespace}/{name} to sync", probe, timeout)
 
 
 def docker_config_secret(world: World, namespace: str, name: str, registry: str) -> None:
@@ -114,10 +53,6 @@ def docker_config_secret(world: World, namespace: str, name: str, registry: str)
             "data": {".dockerconfigjson": base64.b64encode(config.encode()).decode()},
         },
     )
-
-
-def ecr_digest(world: World, repository: str, reference: str) -> str | None:
-    return world.registry_client("ecr").manifest_digest(repository, reference)
 
 
 def requests_for(world: World, registry: str, repository: str, since: int = 0) -> list[RegistryRequest]:
@@ -144,18 +79,6 @@ def heads(requests: list[RegistryRequest]) -> list[tuple[str, str, int]]:
     )
 
 
-def request_sync(world: World, namespace: str, name: str) -> None:
-    world.kubectl(
-        "annotate",
-        "imagemirror",
-        name,
-        "--namespace",
-        namespace,
-        f"{SYNC_REQUEST}={time.time_ns()}",
-        "--overwrite",
-    )
-
-
 def last_pass(metrics_url: str, namespace: str, name: str) -> float:
     """When the mirror last finished a pass without errors (its last-success gauge), 0 if never."""
     with urllib.request.urlopen(metrics_url, timeout=5) as response:  # noqa: S310 -- loopback URL
@@ -170,7 +93,7 @@ def last_pass(metrics_url: str, namespace: str, name: str) -> float:
 
 
 def wait_for_pass(metrics_url: str, namespace: str, name: str, *, after: float) -> None:
-    wait_for(f"a sync pass of {name}", lambda: last_pass(metrics_url, namespace, name) > after)
+    eventually(f"a sync pass of {name}", lambda: last_pass(metrics_url, namespace, name) > after, 60)
 
 
 def status_writes(world: World, namespace: str) -> int:
@@ -197,7 +120,7 @@ def events(world: World, namespace: str, name: str, reason: str, count: int = 1)
         found = [event for event in json.loads(result.stdout)["items"] if event["reason"] == reason]
         return found if len(found) >= count else None
 
-    return wait_for(f"{count} {reason} Event(s) about {name}", probe, timeout=30)
+    return eventually(f"{count} {reason} Event(s) about {name}", probe, timeout=30)
 
 
 def push_artifact(client: SandboxRegistryClient, repository: str, subject: str, artifact_type: str) -> str:
@@ -380,16 +303,17 @@ def test_a_resync_with_nothing_new_only_heads_the_source_then_a_moved_tag_is_fol
         tags = {entry["tag"]: entry for entry in (document or {}).get("status", {}).get("tags", [])}
         return document if tags.get("v1", {}).get("sourceDigest") == moved else None
 
-    wait_for("the moved tag to be followed", followed)
+    eventually("the moved tag to be followed", followed, timeout=60)
     assert ecr_digest(world, follow, "v1") == moved
     assert ecr_digest(world, follow, "v2") == first["v2"]
-    kept = wait_for(
+    kept = eventually(
         "the moved tag to be reported as kept",
         lambda: (
             (document := get(world, "imagemirror", namespace, "keep"))
             and "Kept v1" in condition(document, "Synced")["message"]
             and document
         ),
+        timeout=60,
     )
     assert condition(kept, "Ready")["status"] == "True"
     assert ecr_digest(world, keep, "v1") == first["v1"]
@@ -516,7 +440,6 @@ def test_a_platform_subset_of_an_index_tolerates_a_platform_missing_upstream(
             f"{world.registries['anonymous'].host}/{repository}",
             tags={"list": ["v1"]},
             platforms=["linux/amd64", "linux/riscv64"],
-            destination={"repositoryRef": {"name": "multi"}},
         ),
     )
 
@@ -563,7 +486,6 @@ def test_referrers_are_copied_with_the_image(world: World, running: Any, namespa
         f"{world.registries['basic'].host}/{repository}",
         tags={"list": ["v1"]},
         referrers=True,
-        destination={"repositoryRef": {"name": "signed"}},
     )
     document["spec"]["source"]["credentialsSecretRef"] = {"name": "credentials"}
     apply(world, document)
@@ -618,7 +540,7 @@ def test_create_true_makes_an_owned_repository_that_goes_with_the_mirror(
     assert events(world, namespace, "owned", "DestinationCreated")
 
     world.kubectl("delete", "imagemirror", "owned", "--namespace", namespace, "--wait=true")
-    wait_for(
+    eventually(
         "the garbage collector to delete the child EcrRepository",
         lambda: get(world, "ecrrepository", namespace, "owned") is None,
         timeout=60,
@@ -637,11 +559,7 @@ def test_a_loopback_source_is_refused_without_the_admins_allowance(
     apply(
         world,
         image_mirror(
-            namespace,
-            "internal",
-            f"{world.registries['anonymous'].host}/{repository}",
-            tags={"list": ["v1"]},
-            destination={"repositoryRef": {"name": "internal"}},
+            namespace, "internal", f"{world.registries['anonymous'].host}/{repository}", tags={"list": ["v1"]}
         ),
     )
 
@@ -651,7 +569,7 @@ def test_a_loopback_source_is_refused_without_the_admins_allowance(
             document if document and condition(document, "Ready").get("reason") == "SourceRefused" else None
         )
 
-    mirror = wait_for("the source to be refused", refused)
+    mirror = eventually("the source to be refused", refused, timeout=60)
     ready = condition(mirror, "Ready")
     assert ready["status"] == "False"
     assert "127.0.0.1" in ready["message"]
@@ -673,11 +591,7 @@ def test_a_restarted_operator_leaves_synced_mirrors_alone(
     apply(
         world,
         image_mirror(
-            namespace,
-            "quiet",
-            f"{world.registries['anonymous'].host}/{repository}",
-            tags={"list": ["v1"]},
-            destination={"repositoryRef": {"name": "quiet"}},
+            namespace, "quiet", f"{world.registries['anonymous'].host}/{repository}", tags={"list": ["v1"]}
         ),
     )
     synced(world, namespace, "quiet")

@@ -20,26 +20,34 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from mirror_support import (
+    ALLOW_LOOPBACK,
+    ecr_digest,
+    ecr_repository,
+    get,
+    image_mirror,
+    pass_ended,
+    request_sync,
+    synced,
+)
+from repository_support import apply, condition
 
 from ecr_sandbox.pki import CertificateAuthority
 from ecr_sandbox.world import World
+from operator_fixture import StartOperator
+from waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
-T = TypeVar("T")
-API_VERSION = "ecr-operator.io/v1alpha1"
-ALLOW_LOOPBACK = {"ECR_OPERATOR_MIRROR_ALLOWED_SOURCES": "127.0.0.1/32"}
-SYNC_REQUEST = "reconcile.ecr-operator.io/requestedAt"
 GOOD_SYNC_LIMIT = 10.0
 HEALTHZ_LIMIT = 1.0
-StartOperator = Any
 
 
 # --- a scripted TLS server -------------------------------------------------------------------------
@@ -147,53 +155,15 @@ def scripted(world: World, tmp_path: Path) -> Iterator[ScriptedServer]:
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def apply(world: World, document: dict[str, Any]) -> None:
-    world.kubectl("apply", "--filename", "-", input=json.dumps(document))
-
-
-def get(world: World, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-    result = world.kubectl("get", kind, name, "--namespace", namespace, "--output", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found is not None and found is not False:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
-
-
-def condition(document: dict[str, Any] | None, kind: str) -> dict[str, Any]:
-    conditions = ((document or {}).get("status") or {}).get("conditions") or []
-    return next((entry for entry in conditions if entry["type"] == kind), {})
-
-
-def ecr_repository(world: World, namespace: str, name: str, repository_name: str | None = None) -> str:
-    repository_name = repository_name or f"{namespace}/{name}"
-    apply(
-        world,
-        {
-            "apiVersion": API_VERSION,
-            "kind": "EcrRepository",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"repositoryName": repository_name, "registry": {"region": world.region}},
-        },
-    )
-    return repository_name
-
-
 def repository_ready(world: World, namespace: str, name: str) -> dict[str, Any]:
-    return wait_for(
+    return eventually(
         f"EcrRepository {namespace}/{name} to be Ready",
         lambda: (
             (doc := get(world, "ecrrepository", namespace, name))
             and condition(doc, "Ready").get("status") == "True"
             and doc
         ),
+        timeout=60,
     )
 
 
@@ -205,37 +175,8 @@ def patch_status(world: World, kind: str, namespace: str, name: str, status: dic
     )  # fmt: skip
 
 
-def image_mirror(namespace: str, name: str, image: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "ImageMirror",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"source": {"image": image}, "interval": "6h", **spec},
-    }
-
-
-def mirror_state(world: World, namespace: str, name: str) -> tuple[dict[str, Any] | None, bool]:
-    document = get(world, "imagemirror", namespace, name)
-    current = bool(document) and (document or {}).get("status", {}).get("observedGeneration") == (
-        document or {}
-    ).get("metadata", {}).get("generation")
-    return document, current
-
-
-def synced(world: World, namespace: str, name: str, timeout: float = 60.0) -> dict[str, Any]:
-    def probe() -> dict[str, Any] | None:
-        document, current = mirror_state(world, namespace, name)
-        return document if current and condition(document, "Synced").get("status") == "True" else None
-
-    return wait_for(f"ImageMirror {namespace}/{name} to sync", probe, timeout)
-
-
 def failed_with(world: World, namespace: str, name: str, timeout: float = 60.0) -> dict[str, Any]:
-    def probe() -> dict[str, Any] | None:
-        document, current = mirror_state(world, namespace, name)
-        return document if current and condition(document, "Synced").get("status") == "False" else None
-
-    return wait_for(f"ImageMirror {namespace}/{name} to report a failure", probe, timeout)
+    return pass_ended(world, namespace, name, "False", "to report a failure", timeout)
 
 
 def events(world: World, namespace: str, name: str) -> list[dict[str, Any]]:
@@ -251,17 +192,6 @@ def events(world: World, namespace: str, name: str) -> list[dict[str, Any]]:
     )
     items: list[dict[str, Any]] = json.loads(result.stdout)["items"]
     return items
-
-
-def request_sync(world: World, namespace: str, name: str) -> None:
-    world.kubectl(
-        "annotate", "imagemirror", name, "--namespace", namespace, f"{SYNC_REQUEST}={time.time_ns()}",
-        "--overwrite",
-    )  # fmt: skip
-
-
-def ecr_digest(world: World, repository: str, reference: str) -> str | None:
-    return world.registry_client("ecr").manifest_digest(repository, reference)
 
 
 def healthz_seconds(url: str) -> float:
@@ -314,11 +244,7 @@ def test_f2_a_forged_repository_uri_gets_no_request_and_the_mirror_pushes_where_
     apply(
         world,
         image_mirror(
-            namespace,
-            "app",
-            f"{world.registries['anonymous'].host}/{namespace}/src",
-            tags={"list": ["v1"]},
-            destination={"repositoryRef": {"name": "app"}},
+            namespace, "app", f"{world.registries['anonymous'].host}/{namespace}/src", tags={"list": ["v1"]}
         ),
     )
 
@@ -342,11 +268,12 @@ def test_f2_a_forged_ready_on_a_repository_another_namespace_owns_pushes_nothing
     attacker = world.create_namespace()
     try:
         ecr_repository(world, attacker, "grab", shared)
-        wait_for(
+        eventually(
             "the second claim to be refused",
             lambda: (
                 condition(get(world, "ecrrepository", attacker, "grab"), "Ready").get("status") == "False"
             ),
+            timeout=60,
         )
         patch_status(
             world,
@@ -374,7 +301,6 @@ def test_f2_a_forged_ready_on_a_repository_another_namespace_owns_pushes_nothing
                 "grab",
                 f"{world.registries['anonymous'].host}/{attacker}/src",
                 tags={"list": ["v1"]},
-                destination={"repositoryRef": {"name": "grab"}},
             ),
         )
 
@@ -382,7 +308,7 @@ def test_f2_a_forged_ready_on_a_repository_another_namespace_owns_pushes_nothing
             document = get(world, "imagemirror", attacker, "grab")
             return document if condition(document, "Ready").get("reason") == "DestinationConflict" else None
 
-        mirror = wait_for("the forged destination to be refused", refused)
+        mirror = eventually("the forged destination to be refused", refused, timeout=60)
         assert "ecr-operator.io/owner" in condition(mirror, "Ready")["message"]
         time.sleep(2)  # a push, had one started, would have landed by now
         assert ecr_digest(world, shared, "v1") == before is None
@@ -416,7 +342,6 @@ def test_f6_a_catastrophic_pattern_against_bait_tags_keeps_healthz_fast_and_the_
                 "bait",
                 f"{world.registries['anonymous'].host}/{repository}",
                 tags={"include": "^(a+)+$"},
-                destination={"repositoryRef": {"name": "bait"}},
             ),
         )
         mirror = synced(world, namespace, "bait")
@@ -427,7 +352,6 @@ def test_f6_a_catastrophic_pattern_against_bait_tags_keeps_healthz_fast_and_the_
                 "bystander",
                 f"{world.registries['anonymous'].host}/{namespace}/plain",
                 tags={"list": ["v1"]},
-                destination={"repositoryRef": {"name": "bystander"}},
             ),
         )
         synced(world, namespace, "bystander", timeout=GOOD_SYNC_LIMIT + 30)
@@ -473,14 +397,10 @@ def test_f7_mirrors_stuck_on_a_silent_upstream_never_delay_another_namespace(
         apply(
             world,
             image_mirror(
-                namespace,
-                f"stuck-{index}",
-                f"{scripted.host}/hostile/app{index}",
-                tags={"include": ".*"},
-                destination={"repositoryRef": {"name": f"stuck-{index}"}},
+                namespace, f"stuck-{index}", f"{scripted.host}/hostile/app{index}", tags={"include": ".*"}
             ),
         )
-    wait_for("a stuck pass to reach the silent upstream", lambda: scripted.requests or None, timeout=60)
+    eventually("a stuck pass to reach the silent upstream", lambda: scripted.requests or None, timeout=60)
 
     quiet = world.create_namespace()
     try:
@@ -492,11 +412,7 @@ def test_f7_mirrors_stuck_on_a_silent_upstream_never_delay_another_namespace(
             apply(
                 world,
                 image_mirror(
-                    quiet,
-                    "app",
-                    f"{world.registries['anonymous'].host}/{quiet}/app",
-                    tags={"list": ["v1"]},
-                    destination={"repositoryRef": {"name": "app"}},
+                    quiet, "app", f"{world.registries['anonymous'].host}/{quiet}/app", tags={"list": ["v1"]}
                 ),
             )
             synced(world, quiet, "app", timeout=30)
@@ -517,16 +433,7 @@ def test_f7_a_pass_against_a_silent_upstream_ends_at_its_deadline_and_says_so(
     operator(**ALLOW_LOOPBACK, ECR_OPERATOR_MIRROR_PASS_TIMEOUT="3")
     ecr_repository(world, namespace, "slow")
     repository_ready(world, namespace, "slow")
-    apply(
-        world,
-        image_mirror(
-            namespace,
-            "slow",
-            f"{scripted.host}/hostile/app",
-            tags={"list": ["v1", "v2"]},
-            destination={"repositoryRef": {"name": "slow"}},
-        ),
-    )
+    apply(world, image_mirror(namespace, "slow", f"{scripted.host}/hostile/app", tags={"list": ["v1", "v2"]}))
 
     mirror = failed_with(world, namespace, "slow", timeout=30)
 
@@ -534,7 +441,7 @@ def test_f7_a_pass_against_a_silent_upstream_ends_at_its_deadline_and_says_so(
     assert synced_condition["reason"] == "PassTimedOut", synced_condition
     assert "ECR_OPERATOR_MIRROR_PASS_TIMEOUT" in synced_condition["message"]
     assert "0 of 2 images done; not done: v2, v1" in synced_condition["message"]  # newest first
-    wait_for(
+    eventually(
         "a PassTimedOut Warning Event",
         lambda: (
             [
@@ -562,16 +469,7 @@ def test_f7_a_pass_cut_short_by_its_deadline_records_the_tags_it_copied(
     operator(**ALLOW_LOOPBACK, ECR_OPERATOR_MIRROR_PASS_TIMEOUT="5")
     destination = ecr_repository(world, namespace, "app")
     repository_ready(world, namespace, "app")
-    apply(
-        world,
-        image_mirror(
-            namespace,
-            "app",
-            f"{scripted.host}/{repository}",
-            tags={"list": ["v1", "v2"]},
-            destination={"repositoryRef": {"name": "app"}},
-        ),
-    )
+    apply(world, image_mirror(namespace, "app", f"{scripted.host}/{repository}", tags={"list": ["v1", "v2"]}))
 
     mirror = failed_with(world, namespace, "app", timeout=40)
 
@@ -607,22 +505,13 @@ def test_f10_an_upstream_answering_nonsense_is_a_reported_failure_and_the_loop_l
     running = operator(**ALLOW_LOOPBACK)
     ecr_repository(world, namespace, "odd")
     repository_ready(world, namespace, "odd")
-    apply(
-        world,
-        image_mirror(
-            namespace,
-            "odd",
-            f"{scripted.host}/odd/app",
-            tags={"include": ".*"},
-            destination={"repositoryRef": {"name": "odd"}},
-        ),
-    )
+    apply(world, image_mirror(namespace, "odd", f"{scripted.host}/odd/app", tags={"include": ".*"}))
 
     mirror = failed_with(world, namespace, "odd", timeout=60)
     synced_condition = condition(mirror, "Synced")
     assert "1.0.0" in synced_condition["message"]
     assert "9999" not in synced_condition["message"]  # the bogus tags were never selected
-    wait_for(
+    eventually(
         "a Warning Event about the failure",
         lambda: [e for e in events(world, namespace, "odd") if e["type"] == "Warning"] or None,
         timeout=30,

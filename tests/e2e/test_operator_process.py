@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from ecr_sandbox.world import World
+from waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -86,14 +87,13 @@ def wait_until_handled(
     world: World, kind: str, namespace: str, name: str, timeout: float = 30.0
 ) -> dict[str, Any]:
     """The object once kopf has stored its diff-base (under any prefix): the operator has handled it."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def handled() -> dict[str, Any] | None:
         document = get_object(world, kind, namespace, name)
-        if any(key.endswith(DIFFBASE_SUFFIX) for key in document["metadata"].get("annotations", {})):
-            return document
-        if time.monotonic() > deadline:
-            pytest.fail(f"{kind} {namespace}/{name} was not handled within {timeout:.0f}s: {document}")
-        time.sleep(0.3)
+        annotations = document["metadata"].get("annotations", {})
+        return document if any(key.endswith(DIFFBASE_SUFFIX) for key in annotations) else None
+
+    return eventually(f"{kind} {namespace}/{name} to be handled", handled, timeout, interval=0.3)
 
 
 def test_health_and_metrics_are_served(operator: StartOperator) -> None:

@@ -20,19 +20,19 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from ecr_sandbox.kube import KubeApiError
 from ecr_sandbox.tools import tool_path
 from ecr_sandbox.world import World
+from waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 # The ``operator`` fixture (tests/e2e/conftest.py): ``operator(**env_overrides)`` -> OperatorProcess.
 StartOperator = Any
-T = TypeVar("T")
 
 SECRET = "ecr-pull-secret"
 MANAGED_LABELS = {"app.kubernetes.io/managed-by": "ecr-operator", "ecr-operator.io/pull-secret": "true"}
@@ -46,18 +46,6 @@ RBAC = Path(__file__).parent / "rbac" / "ecr-operator-pull-secrets.yaml"
 
 
 # --- helpers ------------------------------------------------------------------------------------------
-
-
-def eventually(what: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1) -> T:
-    """The probe's first truthy answer: an empty list (no Event yet) means "not yet", not "done"."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:.0f}s")
-        time.sleep(interval)
 
 
 def read(world: World, path: str) -> dict[str, Any] | None:
@@ -288,11 +276,14 @@ def test_cluster_wide_configuration_serves_selected_namespaces_and_service_accou
     created = time.monotonic()
     later = namespaces(run_label)
     late_secret = eventually(
-        "the pull secret in a new namespace", lambda: secret_of(world, later), timeout=5.0
+        "the pull secret in a new namespace", lambda: secret_of(world, later), timeout=5.0, interval=0.1
     )
     secret_after = time.monotonic() - created
     eventually(
-        "the new namespace's SA", lambda: SECRET in pull_secret_names(service_account_of(world, later)), 5.0
+        "the new namespace's SA",
+        lambda: SECRET in pull_secret_names(service_account_of(world, later)),
+        timeout=5.0,
+        interval=0.1,
     )
     service_account_after = time.monotonic() - created
     with capsys.disabled():

@@ -8,27 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from repository_support import (
-    Operator,
-    adoption_in,
-    apply,
-    calls_since,
-    condition,
-    describe,
-    events,
-    eventually,
-    identity_roles_for,
-    is_mutating,
-    metric,
-    namespaces_fixture,  # noqa: F401 -- the ``namespaces`` fixture
-    repository,
-    start,
-    status_of,
-    tags_of,
-    wait_for_condition,
-    wait_for_generation,
-    wait_for_quiet_aws,
-)
+import repository_support as support
 
 from ecr_operator.reconcile.repository import identity_policy_stamp
 from ecr_sandbox.world import World
@@ -62,35 +42,31 @@ RAW_POLICY = {
 
 
 def test_a_repository_is_created_with_every_setting(
-    world: World, operator: Operator, namespaces: Callable[[], str]
+    world: World, operator: support.Operator, namespaces: Callable[[], str]
 ) -> None:
     namespace = namespaces()
-    running = start(operator, [namespace])
+    running = support.start(operator, [namespace])
     name = f"{namespace}/app"
 
-    apply(
+    document = support.ready_repository(
         world,
-        repository(
-            namespace,
-            "app",
-            imageTagMutability="IMMUTABLE_WITH_EXCLUSION",
-            imageTagMutabilityExclusionFilters=[{"filter": "latest"}],
-            scanOnPush=True,
-            encryption={"type": "KMS", "kmsKey": "alias/team"},
-            tags={"team": "payments", "cost-center": "4711"},
-            lifecyclePolicy={"rules": LIFECYCLE_RULES},
-            access={"grants": [{"principals": ["210987654321", "o-a1b2c3d4e5"], "actions": "pull"}]},
-        ),
+        namespace,
+        "app",
+        **support.IMMUTABLE_EXCEPT_LATEST,
+        scanOnPush=True,
+        encryption={"type": "KMS", "kmsKey": "alias/team"},
+        tags={"team": "payments", "cost-center": "4711"},
+        lifecyclePolicy={"rules": LIFECYCLE_RULES},
+        access={"grants": [{"principals": ["210987654321", "o-a1b2c3d4e5"], "actions": "pull"}]},
     )
-    document = wait_for_condition(world, namespace, "app")
 
-    found = describe(world, name)
+    found = support.describe(world, name)
     assert found is not None
     assert found["imageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"
     assert found["imageTagMutabilityExclusionFilters"] == [{"filterType": "WILDCARD", "filter": "latest"}]
     assert found["imageScanningConfiguration"] == {"scanOnPush": True}
     assert found["encryptionConfiguration"] == {"encryptionType": "KMS", "kmsKey": "alias/team"}
-    assert tags_of(world, found["repositoryArn"]) == {
+    assert support.tags_of(world, found["repositoryArn"]) == {
         "team": "payments",
         "cost-center": "4711",
         OWNER_TAG: f"default/{namespace}/app",
@@ -108,7 +84,7 @@ def test_a_repository_is_created_with_every_setting(
     assert status["registryId"] == world.account_id
     assert status["observedGeneration"] == document["metadata"]["generation"]
     assert "lastSyncTime" in status
-    assert condition(document, "Synced")["reason"] == "UpToDate"
+    assert support.condition(document, "Synced")["reason"] == "UpToDate"
     assert all(
         entry.get("observedGeneration") == 1
         for entry in status["conditions"]
@@ -116,19 +92,26 @@ def test_a_repository_is_created_with_every_setting(
     )
     columns = world.kubectl("get", "ecrrepo", "app", "--namespace", namespace, "--no-headers").stdout.split()
     assert columns[:4] == ["app", found["repositoryUri"], "True", "RepositoryReady"]
-    assert ("Normal", "RepositoryCreated", f"Created ECR repository {found['repositoryUri']}.") in events(
-        world, namespace, "app"
-    )
-    assert metric(running, "ecr_operator_objects", kind="EcrRepository", ready="True") == 1
-    assert metric(running, "ecr_operator_reconciles_total", kind="EcrRepository", result="success") >= 1
-    assert metric(running, "ecr_operator_reconcile_duration_seconds_count", kind="EcrRepository") >= 1
     assert (
-        metric(running, "ecr_operator_aws_calls_total", operation="CreateRepository", outcome="success") == 1
+        "Normal",
+        "RepositoryCreated",
+        f"Created ECR repository {found['repositoryUri']}.",
+    ) in support.events(world, namespace, "app")
+    assert support.metric(running, "ecr_operator_objects", kind="EcrRepository", ready="True") == 1
+    assert (
+        support.metric(running, "ecr_operator_reconciles_total", kind="EcrRepository", result="success") >= 1
+    )
+    assert support.metric(running, "ecr_operator_reconcile_duration_seconds_count", kind="EcrRepository") >= 1
+    assert (
+        support.metric(
+            running, "ecr_operator_aws_calls_total", operation="CreateRepository", outcome="success"
+        )
+        == 1
     )
 
 
 def test_an_existing_repository_is_adopted_and_converged(
-    world: World, operator: Operator, namespaces: Callable[[], str]
+    world: World, operator: support.Operator, namespaces: Callable[[], str]
 ) -> None:
     namespace = namespaces()
     name = f"{namespace}/legacy"
@@ -157,15 +140,14 @@ def test_an_existing_repository_is_adopted_and_converged(
         ),
     )
     # Adoption of an unowned repository is the admin's decision (none by default).
-    start(operator, [namespace], **adoption_in(namespace))
+    support.start(operator, [namespace], **support.adoption_in(namespace))
 
-    apply(world, repository(namespace, "legacy", tags={"team": "a"}))
-    wait_for_condition(world, namespace, "legacy")
+    support.ready_repository(world, namespace, "legacy", tags={"team": "a"})
 
-    found = describe(world, name)
+    found = support.describe(world, name)
     assert found is not None
     assert found["imageScanningConfiguration"] == {"scanOnPush": False}
-    assert tags_of(world, arn) == {
+    assert support.tags_of(world, arn) == {
         "team": "a",
         OWNER_TAG: f"default/{namespace}/legacy",
         "ecr-operator.io/adopted": "true",
@@ -173,45 +155,44 @@ def test_an_existing_repository_is_adopted_and_converged(
     with pytest.raises(ecr.exceptions.LifecyclePolicyNotFoundException):
         ecr.get_lifecycle_policy(repositoryName=name)
     [(kind, _, message)] = [
-        event for event in events(world, namespace, "legacy") if event[1] == "RepositoryAdopted"
+        event for event in support.events(world, namespace, "legacy") if event[1] == "RepositoryAdopted"
     ]
     assert kind == "Normal"
     assert "scan on push" in message
 
 
 def test_adoption_fail_refuses_an_existing_repository_and_changes_nothing(
-    world: World, operator: Operator, namespaces: Callable[[], str]
+    world: World, operator: support.Operator, namespaces: Callable[[], str]
 ) -> None:
     namespace = namespaces()
     name = f"{namespace}/taken"
     arn = world.boto3_client("ecr").create_repository(repositoryName=name)["repository"]["repositoryArn"]
-    start(operator, [namespace])
+    support.start(operator, [namespace])
     mark = len(world.aws_calls())
 
-    apply(world, repository(namespace, "taken", adoption="Fail", tags={"team": "a"}))
-    document = wait_for_condition(world, namespace, "taken", status="False", reason="AdoptionRefused")
+    support.apply(world, support.repository(namespace, "taken", adoption="Fail", tags={"team": "a"}))
+    document = support.wait_for_condition(world, namespace, "taken", status="False", reason="AdoptionRefused")
 
-    assert "adoption is Fail" in condition(document)["message"]
-    assert tags_of(world, arn) == {}
-    assert [call.operation for call in calls_since(world, mark) if is_mutating(call)] == []
+    assert "adoption is Fail" in support.condition(document)["message"]
+    assert support.tags_of(world, arn) == {}
+    assert [call.operation for call in support.calls_since(world, mark) if support.is_mutating(call)] == []
     assert "repositoryUri" not in document["status"]
-    assert ("Warning", "AdoptionRefused") in [event[:2] for event in events(world, namespace, "taken")]
+    assert ("Warning", "AdoptionRefused") in support.event_reasons(world, namespace, "taken")
 
 
 def test_an_update_makes_only_the_calls_the_change_needs(
-    world: World, operator: Operator, namespaces: Callable[[], str]
+    world: World, operator: support.Operator, namespaces: Callable[[], str]
 ) -> None:
     namespace = namespaces()
-    start(operator, [namespace], ECR_OPERATOR_DRIFT_INTERVAL="1h")
+    support.start(operator, [namespace], ECR_OPERATOR_DRIFT_INTERVAL="1h")
     base = {"tags": {"team": "a", "env": "dev", "old": "x"}, "lifecyclePolicy": {"rules": LIFECYCLE_RULES}}
-    apply(world, repository(namespace, "app", **base))
-    wait_for_condition(world, namespace, "app")
-    mark = wait_for_quiet_aws(world, quiet=1.0)
+    support.ready_repository(world, namespace, "app", **base)
+    mark = support.wait_for_quiet_aws(world, quiet=1.0)
 
     rules = [LIFECYCLE_RULES[0], {"selection": {**LIFECYCLE_RULES[1]["selection"], "countNumber": 30}}]
-    apply(
+    support.apply(
         world,
-        repository(
+        support.repository(
             namespace,
             "app",
             imageTagMutability="IMMUTABLE",
@@ -219,42 +200,41 @@ def test_an_update_makes_only_the_calls_the_change_needs(
             lifecyclePolicy={"rules": rules},
         ),
     )
-    wait_for_generation(world, namespace, "app", 2)
-    wait_for_quiet_aws(world, quiet=1.0)
+    support.wait_for_generation(world, namespace, "app", 2)
+    support.wait_for_quiet_aws(world, quiet=1.0)
 
-    mutations = Counter(call.operation for call in calls_since(world, mark) if is_mutating(call))
+    mutations = Counter(
+        call.operation for call in support.calls_since(world, mark) if support.is_mutating(call)
+    )
     assert mutations == Counter(
         {"PutImageTagMutability": 1, "TagResource": 1, "UntagResource": 1, "PutLifecyclePolicy": 1}
     )
-    found = describe(world, f"{namespace}/app")
+    found = support.describe(world, f"{namespace}/app")
     assert found is not None
     assert found["imageTagMutability"] == "IMMUTABLE"
-    assert tags_of(world, found["repositoryArn"]) == {
+    assert support.tags_of(world, found["repositoryArn"]) == {
         "team": "a",
         "env": "prod",
         "new": "y",
         OWNER_TAG: f"default/{namespace}/app",
     }
-    assert ("Normal", "RepositoryUpdated") in [event[:2] for event in events(world, namespace, "app")]
+    assert ("Normal", "RepositoryUpdated") in support.event_reasons(world, namespace, "app")
 
 
 def test_policies_are_compared_semantically_and_removed_when_dropped_from_the_spec(
-    world: World, operator: Operator, namespaces: Callable[[], str]
+    world: World, operator: support.Operator, namespaces: Callable[[], str]
 ) -> None:
     namespace = namespaces()
     name = f"{namespace}/app"
-    start(operator, [namespace], ECR_OPERATOR_DRIFT_INTERVAL="1h")
-    apply(
+    support.start(operator, [namespace], ECR_OPERATOR_DRIFT_INTERVAL="1h")
+    support.ready_repository(
         world,
-        repository(
-            namespace,
-            "app",
-            access={"policy": json.dumps(RAW_POLICY)},
-            lifecyclePolicy={"rules": LIFECYCLE_RULES},
-        ),
+        namespace,
+        "app",
+        access={"policy": json.dumps(RAW_POLICY)},
+        lifecyclePolicy={"rules": LIFECYCLE_RULES},
     )
-    wait_for_condition(world, namespace, "app")
-    mark = wait_for_quiet_aws(world, quiet=1.0)
+    mark = support.wait_for_quiet_aws(world, quiet=1.0)
 
     # The same policy, written the way AWS or a colleague might: other order, other spelling.
     reshaped = {
@@ -276,21 +256,21 @@ def test_policies_are_compared_semantically_and_removed_when_dropped_from_the_sp
         ],
         "Version": "2012-10-17",
     }
-    apply(
+    support.apply(
         world,
-        repository(
+        support.repository(
             namespace,
             "app",
             access={"policy": json.dumps(reshaped, indent=2)},
             lifecyclePolicy={"rules": LIFECYCLE_RULES},
         ),
     )
-    wait_for_generation(world, namespace, "app", 2)
-    wait_for_quiet_aws(world, quiet=1.0)
-    assert [call.operation for call in calls_since(world, mark) if is_mutating(call)] == []
+    support.wait_for_generation(world, namespace, "app", 2)
+    support.wait_for_quiet_aws(world, quiet=1.0)
+    assert [call.operation for call in support.calls_since(world, mark) if support.is_mutating(call)] == []
 
-    apply(world, repository(namespace, "app"))
-    wait_for_generation(world, namespace, "app", 3)
+    support.apply(world, support.repository(namespace, "app"))
+    support.wait_for_generation(world, namespace, "app", 3)
     ecr = world.boto3_client("ecr")
     with pytest.raises(ecr.exceptions.RepositoryPolicyNotFoundException):
         ecr.get_repository_policy(repositoryName=name)
@@ -299,7 +279,7 @@ def test_policies_are_compared_semantically_and_removed_when_dropped_from_the_sp
 
 
 def test_identity_policies_follow_the_spec_and_are_tracked_in_status(
-    world: World, operator: Operator, namespaces: Callable[[], str]
+    world: World, operator: support.Operator, namespaces: Callable[[], str]
 ) -> None:
     namespace = namespaces()
     iam = world.boto3_client("iam")
@@ -307,17 +287,14 @@ def test_identity_policies_follow_the_spec_and_are_tracked_in_status(
         iam.create_role(RoleName=role, AssumeRolePolicyDocument="{}")
     policy_name = f"ecr-operator.{namespace}.app@default"
     stamp = identity_policy_stamp("default", namespace, "app")
-    start(operator, [namespace], **identity_roles_for(world, namespace))
+    support.start(operator, [namespace], **support.identity_roles_for(world, namespace))
 
-    apply(
+    document = support.ready_repository(
         world,
-        repository(
-            namespace,
-            "app",
-            access={"identityPolicies": [{"roleName": f"{namespace}-deployer", "actions": "pull"}]},
-        ),
+        namespace,
+        "app",
+        access={"identityPolicies": [{"roleName": f"{namespace}-deployer", "actions": "pull"}]},
     )
-    document = wait_for_condition(world, namespace, "app")
     granted = iam.get_role_policy(RoleName=f"{namespace}-deployer", PolicyName=policy_name)["PolicyDocument"]
 
     assert document["status"]["identityPolicies"] == [
@@ -332,9 +309,9 @@ def test_identity_policies_follow_the_spec_and_are_tracked_in_status(
         "Resource": "*",
     }
 
-    apply(
+    support.apply(
         world,
-        repository(
+        support.repository(
             namespace,
             "app",
             access={
@@ -344,57 +321,58 @@ def test_identity_policies_follow_the_spec_and_are_tracked_in_status(
             },
         ),
     )
-    wait_for_generation(world, namespace, "app", 2)
-    assert status_of(world, namespace, "app")["identityPolicies"] == [
+    support.wait_for_generation(world, namespace, "app", 2)
+    assert support.status_of(world, namespace, "app")["identityPolicies"] == [
         {"roleName": f"{namespace}-ci", "policyName": policy_name}
     ]
     assert iam.list_role_policies(RoleName=f"{namespace}-deployer")["PolicyNames"] == []
     assert iam.list_role_policies(RoleName=f"{namespace}-ci")["PolicyNames"] == [policy_name]
 
-    apply(world, repository(namespace, "app"))
-    wait_for_generation(world, namespace, "app", 3)
-    assert "identityPolicies" not in status_of(world, namespace, "app")
+    support.apply(world, support.repository(namespace, "app"))
+    support.wait_for_generation(world, namespace, "app", 3)
+    assert "identityPolicies" not in support.status_of(world, namespace, "app")
     assert iam.list_role_policies(RoleName=f"{namespace}-ci")["PolicyNames"] == []
 
 
 def test_a_policy_aws_rejects_is_reported_once_and_retried_slowly(
-    world: World, operator: Operator, namespaces: Callable[[], str]
+    world: World, operator: support.Operator, namespaces: Callable[[], str]
 ) -> None:
     namespace = namespaces()
-    start(operator, [namespace])
+    support.start(operator, [namespace])
     refused = {"Statement": [{"Effect": "Perhaps", "Principal": "*", "Action": "ecr:BatchGetImage"}]}
     mark = len(world.aws_calls())
 
-    apply(world, repository(namespace, "app", access={"policy": json.dumps(refused)}))
-    document = wait_for_condition(world, namespace, "app", status="False", reason="PolicyRejected")
-    eventually(
-        "three drift passes", lambda: len(calls_since(world, mark, "ListTagsForResource")) >= 4, timeout=20
+    support.apply(world, support.repository(namespace, "app", access={"policy": json.dumps(refused)}))
+    document = support.wait_for_condition(world, namespace, "app", status="False", reason="PolicyRejected")
+    support.eventually(
+        "three drift passes",
+        lambda: len(support.calls_since(world, mark, "ListTagsForResource")) >= 4,
+        timeout=20,
     )
 
-    assert "AWS rejected the policy (ecr:SetRepositoryPolicy)" in condition(document)["message"]
+    assert "AWS rejected the policy (ecr:SetRepositoryPolicy)" in support.condition(document)["message"]
     # One attempt at creation, then one per drift pass (2 s here, 10 min by default): never a hot loop.
-    operations = Counter(call.operation for call in calls_since(world, mark))
+    operations = Counter(call.operation for call in support.calls_since(world, mark))
     assert operations["SetRepositoryPolicy"] <= operations["ListTagsForResource"] + 1
-    assert [event[1] for event in events(world, namespace, "app")].count("PolicyRejected") == 1
-    assert describe(world, f"{namespace}/app") is not None
+    assert [event[1] for event in support.events(world, namespace, "app")].count("PolicyRejected") == 1
+    assert support.describe(world, f"{namespace}/app") is not None
 
-    apply(world, repository(namespace, "app", access={"policy": json.dumps(RAW_POLICY)}))
-    wait_for_condition(world, namespace, "app")
-    assert ("Normal", "RepositoryRecovered") in [event[:2] for event in events(world, namespace, "app")]
+    support.ready_repository(world, namespace, "app", access={"policy": json.dumps(RAW_POLICY)})
+    assert ("Normal", "RepositoryRecovered") in support.event_reasons(world, namespace, "app")
 
 
 def test_invalid_policy_json_is_caught_before_any_aws_call(
-    world: World, operator: Operator, namespaces: Callable[[], str]
+    world: World, operator: support.Operator, namespaces: Callable[[], str]
 ) -> None:
     namespace = namespaces()
-    start(operator, [namespace])
+    support.start(operator, [namespace])
     mark = len(world.aws_calls())
 
-    apply(world, repository(namespace, "app", access={"policy": '{"Statement": [}'}))
-    document = wait_for_condition(world, namespace, "app", status="False", reason="InvalidSpec")
+    support.apply(world, support.repository(namespace, "app", access={"policy": '{"Statement": [}'}))
+    document = support.wait_for_condition(world, namespace, "app", status="False", reason="InvalidSpec")
 
-    assert "access.policy is not valid JSON" in condition(document)["message"]
-    assert calls_since(world, mark) == []
+    assert "access.policy is not valid JSON" in support.condition(document)["message"]
+    assert support.calls_since(world, mark) == []
 
 
 @pytest.mark.parametrize(
@@ -411,7 +389,7 @@ def test_invalid_policy_json_is_caught_before_any_aws_call(
 )
 def test_aws_errors_a_user_can_act_on_are_reported_and_recovered_from(
     world: World,
-    operator: Operator,
+    operator: support.Operator,
     namespaces: Callable[[], str],
     operation: str,
     code: str,
@@ -419,39 +397,42 @@ def test_aws_errors_a_user_can_act_on_are_reported_and_recovered_from(
     says: str,
 ) -> None:
     namespace = namespaces()
-    start(operator, [namespace])
+    support.start(operator, [namespace])
     world.inject_aws_fault(operation, service="ecr", code=code, message="refused by the test", count=None)
     try:
-        apply(world, repository(namespace, "app", lifecyclePolicy={"rules": LIFECYCLE_RULES}))
-        document = wait_for_condition(world, namespace, "app", status="False", reason=reason)
-        assert says in condition(document)["message"]
-        assert condition(document, "Synced")["reason"] == reason
-        assert ("Warning", reason) in [event[:2] for event in events(world, namespace, "app")]
+        support.apply(world, support.repository(namespace, "app", lifecyclePolicy={"rules": LIFECYCLE_RULES}))
+        document = support.wait_for_condition(world, namespace, "app", status="False", reason=reason)
+        assert says in support.condition(document)["message"]
+        assert support.condition(document, "Synced")["reason"] == reason
+        assert ("Warning", reason) in support.event_reasons(world, namespace, "app")
     finally:
         world.clear_aws_faults()
 
-    wait_for_condition(world, namespace, "app", timeout=20)
+    support.wait_for_condition(world, namespace, "app", timeout=20)
 
 
 def test_throttling_backs_off_and_recovers_without_a_hot_loop(
-    world: World, operator: Operator, namespaces: Callable[[], str]
+    world: World, operator: support.Operator, namespaces: Callable[[], str]
 ) -> None:
     namespace = namespaces()
-    running = start(operator, [namespace])
+    running = support.start(operator, [namespace])
     # One more than the SDK's four attempts: the handler itself has to back off once.
     world.inject_aws_fault("CreateRepository", service="ecr", count=5)
     mark = len(world.aws_calls())
 
-    apply(world, repository(namespace, "app"))
-    document = wait_for_condition(world, namespace, "app", timeout=60)
+    support.apply(world, support.repository(namespace, "app"))
+    document = support.wait_for_condition(world, namespace, "app", timeout=60)
 
-    creates = calls_since(world, mark, "CreateRepository")
+    creates = support.calls_since(world, mark, "CreateRepository")
     assert [call.status for call in creates] == [400, 400, 400, 400, 400, 200]
     # The SDK's four attempts fail, then the handler waits its jittered backoff (2.5 s or more).
     assert creates[4].time - creates[3].time >= 2.0
-    assert metric(running, "ecr_operator_aws_throttles_total", operation="CreateRepository") == 5
+    assert support.metric(running, "ecr_operator_aws_throttles_total", operation="CreateRepository") == 5
     assert (
-        metric(running, "ecr_operator_reconciles_total", kind="EcrRepository", result="temporary_error") >= 1
+        support.metric(
+            running, "ecr_operator_reconciles_total", kind="EcrRepository", result="temporary_error"
+        )
+        >= 1
     )
-    assert ("Warning", "Throttled") in [event[:2] for event in events(world, namespace, "app")]
-    assert condition(document, "Synced")["status"] == "True"
+    assert ("Warning", "Throttled") in support.event_reasons(world, namespace, "app")
+    assert support.condition(document, "Synced")["status"] == "True"

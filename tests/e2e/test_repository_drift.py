@@ -9,25 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from repository_support import (
-    RBAC_FILE,
-    Operator,
-    apply,
-    calls_since,
-    describe,
-    events,
-    eventually,
-    identity_roles_for,
-    is_mutating,
-    metric,
-    namespaces_fixture,  # noqa: F401 -- the ``namespaces`` fixture
-    repository,
-    start,
-    status_of,
-    tags_of,
-    wait_for_condition,
-    wait_for_quiet_aws,
-)
+import repository_support as support
 
 from ecr_sandbox.world import World
 
@@ -41,23 +23,22 @@ GRANTS = [{"principals": ["210987654321"], "actions": "pull"}]
 
 
 def test_changes_made_outside_the_operator_are_repaired_within_one_pass(
-    world: World, operator: Operator, namespaces: Callable[[], str]
+    world: World, operator: support.Operator, namespaces: Callable[[], str]
 ) -> None:
     namespace = namespaces()
     name = f"{namespace}/app"
-    running = start(operator, [namespace], ECR_OPERATOR_DRIFT_INTERVAL="3s", ECR_OPERATOR_DRIFT_JITTER="0.5s")
-    apply(
-        world,
-        repository(
-            namespace,
-            "app",
-            imageTagMutability="IMMUTABLE",
-            tags={"team": "a"},
-            lifecyclePolicy={"rules": LIFECYCLE_RULES},
-            access={"grants": GRANTS},
-        ),
+    running = support.start(
+        operator, [namespace], ECR_OPERATOR_DRIFT_INTERVAL="3s", ECR_OPERATOR_DRIFT_JITTER="0.5s"
     )
-    wait_for_condition(world, namespace, "app")
+    support.ready_repository(
+        world,
+        namespace,
+        "app",
+        imageTagMutability="IMMUTABLE",
+        tags={"team": "a"},
+        lifecyclePolicy={"rules": LIFECYCLE_RULES},
+        access={"grants": GRANTS},
+    )
     ecr = world.boto3_client("ecr")
     arn = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]["repositoryArn"]
     wanted_policy = ecr.get_repository_policy(repositoryName=name)["policyText"]
@@ -71,17 +52,17 @@ def test_changes_made_outside_the_operator_are_repaired_within_one_pass(
     )
     changed = time.monotonic()
 
-    eventually(
+    support.eventually(
         "the drift to be repaired",
-        lambda: status_of(world, namespace, "app").get("driftCorrections") == 4,
+        lambda: support.status_of(world, namespace, "app").get("driftCorrections") == 4,
         10,
     )
 
     assert time.monotonic() - changed < 3.5 + 2.0  # one interval plus jitter, and the pass itself
-    found = describe(world, name)
+    found = support.describe(world, name)
     assert found is not None
     assert found["imageTagMutability"] == "IMMUTABLE"
-    assert tags_of(world, arn) == {"team": "a", OWNER_TAG: f"default/{namespace}/app"}
+    assert support.tags_of(world, arn) == {"team": "a", OWNER_TAG: f"default/{namespace}/app"}
     assert (
         json.loads(ecr.get_lifecycle_policy(repositoryName=name)["lifecyclePolicyText"])["rules"][0][
             "rulePriority"
@@ -91,37 +72,40 @@ def test_changes_made_outside_the_operator_are_repaired_within_one_pass(
     assert json.loads(ecr.get_repository_policy(repositoryName=name)["policyText"]) == json.loads(
         wanted_policy
     )
-    [drift_event] = [event for event in events(world, namespace, "app") if event[1] == "DriftCorrected"]
+    [drift_event] = [
+        event for event in support.events(world, namespace, "app") if event[1] == "DriftCorrected"
+    ]
     assert drift_event == (
         "Warning",
         "DriftCorrected",
         "Repaired changes made outside the operator:"
         " image tag mutability, tags, lifecycle policy, repository policy.",
     )
-    assert metric(running, "ecr_operator_drift_corrections_total", kind="EcrRepository") == 4
+    assert support.metric(running, "ecr_operator_drift_corrections_total", kind="EcrRepository") == 4
 
 
 def test_a_repository_deleted_outside_the_operator_is_created_again(
-    world: World, operator: Operator, namespaces: Callable[[], str]
+    world: World, operator: support.Operator, namespaces: Callable[[], str]
 ) -> None:
     namespace = namespaces()
     name = f"{namespace}/app"
-    start(operator, [namespace])
-    apply(world, repository(namespace, "app", tags={"team": "a"}))
-    wait_for_condition(world, namespace, "app")
+    support.start(operator, [namespace])
+    support.ready_repository(world, namespace, "app", tags={"team": "a"})
 
     world.boto3_client("ecr").delete_repository(repositoryName=name, force=True)
 
-    eventually("the repository to be back", lambda: describe(world, name), 10)
-    found = describe(world, name)
+    support.eventually("the repository to be back", lambda: support.describe(world, name), 10)
+    found = support.describe(world, name)
     assert found is not None
-    assert tags_of(world, found["repositoryArn"])["team"] == "a"
-    eventually(
+    assert support.tags_of(world, found["repositoryArn"])["team"] == "a"
+    support.eventually(
         "the repair to be counted",
-        lambda: status_of(world, namespace, "app").get("driftCorrections") == 1,
+        lambda: support.status_of(world, namespace, "app").get("driftCorrections") == 1,
         10,
     )
-    [(_, _, message)] = [event for event in events(world, namespace, "app") if event[1] == "DriftCorrected"]
+    [(_, _, message)] = [
+        event for event in support.events(world, namespace, "app") if event[1] == "DriftCorrected"
+    ]
     assert "repository (re-created)" in message
 
 
@@ -131,7 +115,7 @@ def operator_user(world: World) -> Iterator[str]:
     operator's requests from everyone else's. Requested before ``operator`` and ``namespaces``, so the
     binding outlives the namespaces' cleanup, which needs the operator to remove its finalizers."""
     user = f"ecr-operator-{secrets.token_hex(4)}"
-    world.kubectl("apply", "--filename", RBAC_FILE)
+    world.kubectl("apply", "--filename", support.RBAC_FILE)
     world.kubectl("create", "clusterrolebinding", user, "--clusterrole=ecr-operator-e2e", f"--user={user}")
     yield user
     world.kubectl("delete", "clusterrolebinding", user, "--wait=false", check=False)
@@ -139,23 +123,23 @@ def operator_user(world: World) -> Iterator[str]:
 
 def wait_for_passes(world: World, since: int, passes: int, objects: int = 1) -> None:
     """Each drift pass reads every object's tags once: count passes by ListTagsForResource calls."""
-    eventually(
+    support.eventually(
         f"{passes} drift passes",
-        lambda: len(calls_since(world, since, "ListTagsForResource")) >= passes * objects,
+        lambda: len(support.calls_since(world, since, "ListTagsForResource")) >= passes * objects,
         timeout=passes * 10.0,
     )
 
 
-def quiet_mark_and_metric(world: World, running: Operator) -> tuple[int, float]:
+def quiet_mark_and_metric(world: World, running: support.Operator) -> tuple[int, float]:
     """moto's call-log mark and the operator's call counter read in the same quiet moment: a drift pass
     (every 3 s here) starting between the two reads would be counted on one side only."""
 
     def paired() -> tuple[int, float] | None:
-        mark = wait_for_quiet_aws(world, quiet=1.0)
-        counted = metric(running, "ecr_operator_aws_calls_total")
+        mark = support.wait_for_quiet_aws(world, quiet=1.0)
+        counted = support.metric(running, "ecr_operator_aws_calls_total")
         return (mark, counted) if len(world.aws_calls()) == mark else None
 
-    return eventually("a quiet moment to read both call counts in", paired, timeout=60.0)
+    return support.eventually("a quiet moment to read both call counts in", paired, timeout=60.0)
 
 
 def writes_by(world: World, user: str) -> list[str]:
@@ -167,7 +151,7 @@ def writes_by(world: World, user: str) -> list[str]:
 
 
 def test_a_converged_repository_costs_no_aws_write_and_no_kubernetes_write(
-    world: World, operator_user: str, operator: Operator, namespaces: Callable[[], str]
+    world: World, operator_user: str, operator: support.Operator, namespaces: Callable[[], str]
 ) -> None:
     namespace, user = namespaces(), operator_user
     role = f"{namespace}-reader"
@@ -176,35 +160,31 @@ def test_a_converged_repository_costs_no_aws_write_and_no_kubernetes_write(
     drift = {
         "ECR_OPERATOR_DRIFT_INTERVAL": "3s",
         "ECR_OPERATOR_DRIFT_JITTER": "0.2s",
-        **identity_roles_for(world, namespace),
+        **support.identity_roles_for(world, namespace),
     }
-    running = start(operator, [namespace], kubeconfig=kubeconfig, **drift)
-    apply(
+    running = support.start(operator, [namespace], kubeconfig=kubeconfig, **drift)
+    converged = support.ready_repository(
         world,
-        repository(
-            namespace,
-            "app",
-            imageTagMutability="IMMUTABLE_WITH_EXCLUSION",
-            imageTagMutabilityExclusionFilters=[{"filter": "latest"}],
-            scanOnPush=True,
-            tags={"team": "a"},
-            lifecyclePolicy={"rules": LIFECYCLE_RULES},
-            access={"grants": GRANTS, "identityPolicies": [{"roleName": role, "actions": "pull"}]},
-        ),
+        namespace,
+        "app",
+        **support.IMMUTABLE_EXCEPT_LATEST,
+        scanOnPush=True,
+        tags={"team": "a"},
+        lifecyclePolicy={"rules": LIFECYCLE_RULES},
+        access={"grants": GRANTS, "identityPolicies": [{"roleName": role, "actions": "pull"}]},
     )
-    converged = wait_for_condition(world, namespace, "app")
     wait_for_passes(world, 0, 1)
     aws_mark, calls_counted = quiet_mark_and_metric(world, running)
     writes_mark = len(writes_by(world, user))
 
     wait_for_passes(world, aws_mark, 5)
-    aws_end = wait_for_quiet_aws(world, quiet=1.0)
+    aws_end = support.wait_for_quiet_aws(world, quiet=1.0)
 
-    during = calls_since(world, aws_mark)[: aws_end - aws_mark]
-    assert [call.operation for call in during if is_mutating(call)] == []
+    during = support.calls_since(world, aws_mark)[: aws_end - aws_mark]
+    assert [call.operation for call in during if support.is_mutating(call)] == []
     assert writes_by(world, user)[writes_mark:] == []
     # The operator's own count of its AWS calls agrees with what moto served.
-    assert metric(running, "ecr_operator_aws_calls_total") - calls_counted == len(during)
+    assert support.metric(running, "ecr_operator_aws_calls_total") - calls_counted == len(during)
     assert {call.operation for call in during} >= {
         "DescribeRepositories",
         "ListTagsForResource",
@@ -214,26 +194,30 @@ def test_a_converged_repository_costs_no_aws_write_and_no_kubernetes_write(
     # A restart resumes every object: a full reconcile that must be just as quiet.
     assert running.terminate() == 0
     restart_mark = len(world.aws_calls())
-    restarted = start(operator, [namespace], kubeconfig=kubeconfig, **drift)
+    restarted = support.start(operator, [namespace], kubeconfig=kubeconfig, **drift)
     restarted.wait_for_log(lambda record: record["message"].startswith("Resuming is processed"))
     wait_for_passes(world, restart_mark, 2)
-    wait_for_quiet_aws(world, quiet=1.0)
+    support.wait_for_quiet_aws(world, quiet=1.0)
 
-    assert [call.operation for call in calls_since(world, restart_mark) if is_mutating(call)] == []
+    assert [
+        call.operation for call in support.calls_since(world, restart_mark) if support.is_mutating(call)
+    ] == []
     assert writes_by(world, user)[writes_mark:] == []
-    final = status_of(world, namespace, "app")
+    final = support.status_of(world, namespace, "app")
     assert final["lastSyncTime"] == converged["status"]["lastSyncTime"]
     assert final.get("driftCorrections", 0) == 0
 
 
 def test_a_drift_pass_over_250_repositories_makes_at_most_three_describe_calls(
-    world: World, operator: Operator, namespaces: Callable[[], str]
+    world: World, operator: support.Operator, namespaces: Callable[[], str]
 ) -> None:
     namespace = namespaces()
     count = 250
-    running = start(operator, [namespace], ECR_OPERATOR_DRIFT_INTERVAL="10s", ECR_OPERATOR_DRIFT_JITTER="1s")
+    running = support.start(
+        operator, [namespace], ECR_OPERATOR_DRIFT_INTERVAL="10s", ECR_OPERATOR_DRIFT_JITTER="1s"
+    )
 
-    apply(world, *(repository(namespace, f"r{index:03d}") for index in range(count)))
+    support.apply(world, *(support.repository(namespace, f"r{index:03d}") for index in range(count)))
     listing = f"/apis/ecr-operator.io/v1alpha1/namespaces/{namespace}/ecrrepositories"
 
     def all_ready() -> bool:
@@ -248,20 +232,23 @@ def test_a_drift_pass_over_250_repositories_makes_at_most_three_describe_calls(
         ]
         return len(ready) == count
 
-    eventually(f"{count} repositories to be ready", all_ready, timeout=180, interval=1.0)
-    mark = wait_for_quiet_aws(world, quiet=2.0)
-    describes_counted = metric(running, "ecr_operator_aws_calls_total", operation="DescribeRepositories")
+    support.eventually(f"{count} repositories to be ready", all_ready, timeout=180, interval=1.0)
+    mark = support.wait_for_quiet_aws(world, quiet=2.0)
+    describes_counted = support.metric(
+        running, "ecr_operator_aws_calls_total", operation="DescribeRepositories"
+    )
 
     wait_for_passes(world, mark, 1, objects=count)
-    end = wait_for_quiet_aws(world, quiet=2.0)
+    end = support.wait_for_quiet_aws(world, quiet=2.0)
 
-    during = calls_since(world, mark)[: end - mark]
+    during = support.calls_since(world, mark)[: end - mark]
     passes = round(sum(call.operation == "ListTagsForResource" for call in during) / count)
     describes = sum(call.operation == "DescribeRepositories" for call in during)
     assert passes >= 1
     assert describes <= 3 * passes, f"{describes} DescribeRepositories calls in {passes} pass(es)"
     assert (
-        metric(running, "ecr_operator_aws_calls_total", operation="DescribeRepositories") - describes_counted
+        support.metric(running, "ecr_operator_aws_calls_total", operation="DescribeRepositories")
+        - describes_counted
         == describes
     )
-    assert not [call for call in during if is_mutating(call)]
+    assert not [call for call in during if support.is_mutating(call)]

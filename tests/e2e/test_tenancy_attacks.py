@@ -15,26 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from repository_support import (
-    Operator,
-    adoption_in,
-    calls_since,
-    condition,
-    describe,
-    events,
-    eventually,
-    identity_roles_for,
-    is_mutating,
-    namespaces_fixture,  # noqa: F401 -- the ``namespaces`` fixture
-    push_image,
-    repository,
-    start,
-    status_of,
-    tags_of,
-    wait_for_condition,
-    wait_for_generation,
-    wait_until_gone,
-)
+import repository_support as support
 
 from ecr_sandbox.world import World
 
@@ -98,7 +79,7 @@ def tenant_applies(world: World, kubeconfig: Path, manifest: dict[str, Any]) -> 
 
 def tenant_deletes(world: World, kubeconfig: Path, namespace: str, name: str) -> None:
     as_tenant(world, kubeconfig, "delete", "ecrrepository", name, "--namespace", namespace, "--wait=false")
-    wait_until_gone(world, namespace, name)
+    support.wait_until_gone(world, namespace, name)
 
 
 def tenant_patches_status(world: World, kubeconfig: Path, namespace: str, name: str, status: Any) -> None:
@@ -119,7 +100,9 @@ def tenant_patches_status(world: World, kubeconfig: Path, namespace: str, name: 
 
 def warnings(world: World, namespace: str, name: str, reason: str) -> list[str]:
     return [
-        message for kind, why, message in events(world, namespace, name) if (kind, why) == ("Warning", reason)
+        message
+        for kind, why, message in support.events(world, namespace, name)
+        if (kind, why) == ("Warning", reason)
     ]
 
 
@@ -135,7 +118,7 @@ def role_policies(world: World, role: str) -> dict[str, Any]:
 
 
 def test_f3_identity_policies_named_in_status_are_never_deleted_unless_provably_the_objects(
-    world: World, operator: Operator, namespaces: Callable[..., str]
+    world: World, operator: support.Operator, namespaces: Callable[..., str]
 ) -> None:
     attacker = namespaces()
     victim_role = f"victim-role-{secrets.token_hex(4)}"
@@ -147,24 +130,26 @@ def test_f3_identity_policies_named_in_status_are_never_deleted_unless_provably_
     iam.put_role_policy(RoleName=victim_role, PolicyName=lookalike, PolicyDocument=PROD_ACCESS)
     before = role_policies(world, victim_role)
     kubeconfig = tenant(world, attacker)
-    start(operator, [attacker], **NO_DRIFT)
-    tenant_applies(world, kubeconfig, repository(attacker, "grab"))
-    wait_for_condition(world, attacker, "grab")
+    support.start(operator, [attacker], **NO_DRIFT)
+    tenant_applies(world, kubeconfig, support.repository(attacker, "grab"))
+    support.wait_for_condition(world, attacker, "grab")
     mark = len(world.aws_calls())
 
     forged = [{"roleName": victim_role, "policyName": "prod-access"}]
     tenant_patches_status(world, kubeconfig, attacker, "grab", {"identityPolicies": forged})
     # A reconcile that reads the forged status (a spec change) deletes nothing and reports the truth.
-    tenant_applies(world, kubeconfig, repository(attacker, "grab", tags={"touch": "1"}))
-    wait_for_generation(world, attacker, "grab", 2)
-    eventually(
+    tenant_applies(world, kubeconfig, support.repository(attacker, "grab", tags={"touch": "1"}))
+    support.wait_for_generation(world, attacker, "grab", 2)
+    support.eventually(
         "status to stop listing the forged policy",
-        lambda: "identityPolicies" not in status_of(world, attacker, "grab"),
+        lambda: "identityPolicies" not in support.status_of(world, attacker, "grab"),
     )
     # Then the issue's exact sequence: forge the status again and delete the object (Retain).
     tenant_patches_status(world, kubeconfig, attacker, "grab", {"identityPolicies": forged})
     tenant_deletes(world, kubeconfig, attacker, "grab")
-    operator_iam_calls = {call.operation for call in calls_since(world, mark) if call.service == "iam"}
+    operator_iam_calls = {
+        call.operation for call in support.calls_since(world, mark) if call.service == "iam"
+    }
 
     assert operator_iam_calls == {"GetRolePolicy"}  # looked only under its own policy name, left it alone
     assert role_policies(world, victim_role) == before
@@ -174,33 +159,33 @@ def test_f3_identity_policies_named_in_status_are_never_deleted_unless_provably_
 
 
 def test_f3_the_objects_own_stamped_policy_is_still_removed_when_the_spec_drops_the_role(
-    world: World, operator: Operator, namespaces: Callable[..., str]
+    world: World, operator: support.Operator, namespaces: Callable[..., str]
 ) -> None:
     namespace = namespaces()
     role = f"{namespace}-deployer"
     world.boto3_client("iam").create_role(RoleName=role, AssumeRolePolicyDocument="{}")
-    start(operator, [namespace], **NO_DRIFT, **identity_roles_for(world, namespace))
+    support.start(operator, [namespace], **NO_DRIFT, **support.identity_roles_for(world, namespace))
     grant = {"identityPolicies": [{"roleName": role, "actions": "pull"}]}
     kubeconfig = tenant(world, namespace)
-    tenant_applies(world, kubeconfig, repository(namespace, "app", access=grant))
-    wait_for_condition(world, namespace, "app")
+    tenant_applies(world, kubeconfig, support.repository(namespace, "app", access=grant))
+    support.wait_for_condition(world, namespace, "app")
     [statement, login] = role_policies(world, role)[f"ecr-operator.{namespace}.app@default"]["Statement"]
     assert statement["Sid"].startswith("EcrOperator")
     assert login["Sid"].startswith(statement["Sid"].removesuffix("RepositoryAccess"))
 
     # The spec drops the role: the status hint leads the operator to it, IAM shows the stamp, it goes.
-    tenant_applies(world, kubeconfig, repository(namespace, "app"))
-    wait_for_generation(world, namespace, "app", 2)
+    tenant_applies(world, kubeconfig, support.repository(namespace, "app"))
+    support.wait_for_generation(world, namespace, "app", 2)
 
     assert role_policies(world, role) == {}
-    assert "identityPolicies" not in status_of(world, namespace, "app")
+    assert "identityPolicies" not in support.status_of(world, namespace, "app")
 
 
 # --- F13: roles for identity policies are admin allow-listed ----------------------------------------
 
 
 def test_f13_identity_policies_on_roles_the_admin_did_not_allow_are_refused(
-    world: World, operator: Operator, namespaces: Callable[..., str]
+    world: World, operator: support.Operator, namespaces: Callable[..., str]
 ) -> None:
     attacker, other_team = namespaces(), namespaces()
     other_role, own_role = f"{other_team}-deployer", f"{attacker}-deployer"
@@ -208,7 +193,12 @@ def test_f13_identity_policies_on_roles_the_admin_did_not_allow_are_refused(
     for role in (other_role, own_role):
         iam.create_role(RoleName=role, AssumeRolePolicyDocument="{}")
     # The admin lets each namespace use its own "<namespace>-*" roles only.
-    start(operator, [attacker, other_team], **NO_DRIFT, **identity_roles_for(world, attacker, other_team))
+    support.start(
+        operator,
+        [attacker, other_team],
+        **NO_DRIFT,
+        **support.identity_roles_for(world, attacker, other_team),
+    )
     kubeconfig = tenant(world, attacker)
     mark = len(world.aws_calls())
 
@@ -216,7 +206,7 @@ def test_f13_identity_policies_on_roles_the_admin_did_not_allow_are_refused(
     tenant_applies(
         world,
         kubeconfig,
-        repository(
+        support.repository(
             attacker,
             "app",
             access={
@@ -227,26 +217,30 @@ def test_f13_identity_policies_on_roles_the_admin_did_not_allow_are_refused(
             },
         ),
     )
-    refused = wait_for_condition(world, attacker, "app", status="False", reason="IdentityRoleNotAllowed")
+    refused = support.wait_for_condition(
+        world, attacker, "app", status="False", reason="IdentityRoleNotAllowed"
+    )
 
-    message = condition(refused)["message"]
+    message = support.condition(refused)["message"]
     assert f"arn:aws:iam::{world.account_id}:role/{other_role}" in message
     assert "ECR_OPERATOR_ALLOWED_IDENTITY_POLICY_ROLES" in message
     assert any(
         "ECR_OPERATOR_ALLOWED_IDENTITY_POLICY_ROLES" in text
         for text in warnings(world, attacker, "app", "IdentityRoleNotAllowed")
     )
-    assert calls_since(world, mark, "PutRolePolicy") == []
+    assert support.calls_since(world, mark, "PutRolePolicy") == []
     assert role_policies(world, other_role) == {}
 
     # The tenant's own role, which the admin allowed, works.
     tenant_applies(
         world,
         kubeconfig,
-        repository(attacker, "app", access={"identityPolicies": [{"roleName": own_role, "actions": "pull"}]}),
+        support.repository(
+            attacker, "app", access={"identityPolicies": [{"roleName": own_role, "actions": "pull"}]}
+        ),
     )
-    wait_for_generation(world, attacker, "app", 2)
-    wait_for_condition(world, attacker, "app")
+    support.wait_for_generation(world, attacker, "app", 2)
+    support.wait_for_condition(world, attacker, "app")
     assert list(role_policies(world, own_role)) == [f"ecr-operator.{attacker}.app@default"]
     assert role_policies(world, other_role) == {}
 
@@ -254,16 +248,17 @@ def test_f13_identity_policies_on_roles_the_admin_did_not_allow_are_refused(
 # --- F4: adoption of an unowned repository is an admin decision -------------------------------------
 
 
-def legacy_repository(world: World, name: str) -> str:
-    """An untagged repository made by hand (or Terraform), holding an image; returns its ARN."""
+def legacy_repository(world: World) -> tuple[str, str]:
+    """An untagged repository made by hand (or Terraform), holding an image; returns its name and ARN."""
+    name = f"legacy-{secrets.token_hex(4)}/app"
     arn: str = world.boto3_client("ecr").create_repository(repositoryName=name)["repository"]["repositoryArn"]
-    push_image(world, name)
-    return arn
+    support.push_image(world, name)
+    return name, arn
 
 
 def grab(namespace: str, target: str) -> dict[str, Any]:
     """The issue's F4 object: an unowned repository, ForceDelete, and a grant to an outside account."""
-    return repository(
+    return support.repository(
         namespace,
         "grab",
         repositoryName=target,
@@ -274,50 +269,48 @@ def grab(namespace: str, target: str) -> dict[str, Any]:
 
 def assert_untouched(world: World, target: str, arn: str) -> None:
     ecr = world.boto3_client("ecr")
-    assert describe(world, target) is not None
+    assert support.describe(world, target) is not None
     assert [image.get("imageTag") for image in ecr.list_images(repositoryName=target)["imageIds"]] == ["v1"]
     with pytest.raises(ecr.exceptions.RepositoryPolicyNotFoundException):
         ecr.get_repository_policy(repositoryName=target)
 
 
 def test_f4_an_unowned_repository_is_not_adopted_without_the_admins_allowance(
-    world: World, operator: Operator, namespaces: Callable[..., str]
+    world: World, operator: support.Operator, namespaces: Callable[..., str]
 ) -> None:
     attacker = namespaces()
-    target = f"legacy-{secrets.token_hex(4)}/app"
-    arn = legacy_repository(world, target)
+    target, arn = legacy_repository(world)
     kubeconfig = tenant(world, attacker)
-    start(operator, [attacker], **NO_DRIFT)
+    support.start(operator, [attacker], **NO_DRIFT)
     mark = len(world.aws_calls())
 
     tenant_applies(world, kubeconfig, grab(attacker, target))
-    refused = wait_for_condition(world, attacker, "grab", status="False", reason="AdoptionNotAllowed")
+    refused = support.wait_for_condition(world, attacker, "grab", status="False", reason="AdoptionNotAllowed")
     tenant_deletes(world, kubeconfig, attacker, "grab")
 
-    assert "ECR_OPERATOR_ADOPTION_NAMESPACES" in condition(refused)["message"]
+    assert "ECR_OPERATOR_ADOPTION_NAMESPACES" in support.condition(refused)["message"]
     assert "repositoryUri" not in refused["status"]
     assert any(
         "ECR_OPERATOR_ADOPTION_NAMESPACES" in text
         for text in warnings(world, attacker, "grab", "AdoptionNotAllowed")
     )
-    assert [call.operation for call in calls_since(world, mark) if is_mutating(call)] == []
-    assert tags_of(world, arn) == {}
+    assert [call.operation for call in support.calls_since(world, mark) if support.is_mutating(call)] == []
+    assert support.tags_of(world, arn) == {}
     assert_untouched(world, target, arn)
 
 
 def test_f4_an_adopted_repository_is_never_force_deleted_unless_the_admin_allows_it(
-    world: World, operator: Operator, namespaces: Callable[..., str]
+    world: World, operator: support.Operator, namespaces: Callable[..., str]
 ) -> None:
     namespace = namespaces()
-    target = f"legacy-{secrets.token_hex(4)}/app"
-    arn = legacy_repository(world, target)
+    target, arn = legacy_repository(world)
     kubeconfig = tenant(world, namespace)
-    running = start(operator, [namespace], **NO_DRIFT, **adoption_in(namespace))
+    running = support.start(operator, [namespace], **NO_DRIFT, **support.adoption_in(namespace))
 
     tenant_applies(world, kubeconfig, grab(namespace, target))
-    wait_for_condition(world, namespace, "grab")
+    support.wait_for_condition(world, namespace, "grab")
     # Adopted: AWS itself remembers it, next to the owner tag.
-    assert tags_of(world, arn) == {OWNER_TAG: f"default/{namespace}/grab", ADOPTED_TAG: "true"}
+    assert support.tags_of(world, arn) == {OWNER_TAG: f"default/{namespace}/grab", ADOPTED_TAG: "true"}
     # A forged status changes nothing about that.
     tenant_patches_status(
         world, kubeconfig, namespace, "grab", {"repositoryArn": None, "identityPolicies": None}
@@ -325,8 +318,8 @@ def test_f4_an_adopted_repository_is_never_force_deleted_unless_the_admin_allows
     mark = len(world.aws_calls())
     tenant_deletes(world, kubeconfig, namespace, "grab")
 
-    assert calls_since(world, mark, "DeleteRepository") == []
-    assert describe(world, target) is not None
+    assert support.calls_since(world, mark, "DeleteRepository") == []
+    assert support.describe(world, target) is not None
     images = world.boto3_client("ecr").list_images(repositoryName=target)["imageIds"]
     assert [image.get("imageTag") for image in images] == ["v1"]
     [retained] = warnings(world, namespace, "grab", "RepositoryRetained")
@@ -334,29 +327,29 @@ def test_f4_an_adopted_repository_is_never_force_deleted_unless_the_admin_allows
 
     # The admin allows deleting adopted repositories here: the same object's ForceDelete now applies.
     assert running.terminate() == 0
-    start(
+    support.start(
         operator,
         [namespace],
         **NO_DRIFT,
-        **adoption_in(namespace),
+        **support.adoption_in(namespace),
         ECR_OPERATOR_ADOPTED_DELETION_NAMESPACES=namespace,
     )
     tenant_applies(world, kubeconfig, grab(namespace, target))
-    wait_for_condition(world, namespace, "grab")
+    support.wait_for_condition(world, namespace, "grab")
     tenant_deletes(world, kubeconfig, namespace, "grab")
-    assert describe(world, target) is None
+    assert support.describe(world, target) is None
 
 
 def test_the_owner_tag_is_re_read_under_the_lock_right_before_delete_repository(
-    world: World, operator: Operator, namespaces: Callable[..., str]
+    world: World, operator: support.Operator, namespaces: Callable[..., str]
 ) -> None:
     namespace = namespaces()
     name = f"{namespace}/app"
     kubeconfig = tenant(world, namespace)
-    start(operator, [namespace], **NO_DRIFT)
-    tenant_applies(world, kubeconfig, repository(namespace, "app", deletionPolicy="ForceDelete"))
-    ready = wait_for_condition(world, namespace, "app")
-    push_image(world, name)
+    support.start(operator, [namespace], **NO_DRIFT)
+    tenant_applies(world, kubeconfig, support.repository(namespace, "app", deletionPolicy="ForceDelete"))
+    ready = support.wait_for_condition(world, namespace, "app")
+    support.push_image(world, name)
     # Someone else claims the repository after the operator last looked (its status still says "mine").
     arn = str(ready["status"]["repositoryArn"])
     world.boto3_client("ecr").tag_resource(
@@ -366,17 +359,19 @@ def test_the_owner_tag_is_re_read_under_the_lock_right_before_delete_repository(
 
     tenant_deletes(world, kubeconfig, namespace, "app")
 
-    operations = [call.operation for call in calls_since(world, mark) if call.service == "ecr"]
+    operations = [call.operation for call in support.calls_since(world, mark) if call.service == "ecr"]
     assert "ListTagsForResource" in operations
     assert "DeleteRepository" not in operations
-    assert describe(world, name) is not None
+    assert support.describe(world, name) is not None
     assert warnings(world, namespace, "app", "RepositoryNotOwned")
 
 
 # --- F5: name prefixes end at a segment boundary ----------------------------------------------------
 
 
-def test_f5_a_prefix_template_that_does_not_end_at_a_slash_stops_the_operator(operator: Operator) -> None:
+def test_f5_a_prefix_template_that_does_not_end_at_a_slash_stops_the_operator(
+    operator: support.Operator,
+) -> None:
     running = operator(wait=False, ECR_OPERATOR_REPOSITORY_NAME_PREFIX="{namespace}-")
 
     assert running.wait_exit() == 2
@@ -386,23 +381,29 @@ def test_f5_a_prefix_template_that_does_not_end_at_a_slash_stops_the_operator(op
 
 
 def test_f5_namespace_team_cannot_claim_the_names_of_namespace_team_a(
-    world: World, operator: Operator, namespaces: Callable[..., str]
+    world: World, operator: support.Operator, namespaces: Callable[..., str]
 ) -> None:
     team = namespaces(f"team-{secrets.token_hex(4)}")
     team_a = namespaces(f"{team}-a")
-    start(operator, [team, team_a], **NO_DRIFT, ECR_OPERATOR_REPOSITORY_NAME_PREFIX="{namespace}/")
+    support.start(operator, [team, team_a], **NO_DRIFT, ECR_OPERATOR_REPOSITORY_NAME_PREFIX="{namespace}/")
     mark = len(world.aws_calls())
 
-    tenant_applies(world, tenant(world, team), repository(team, "squat", repositoryName=f"{team_a}/app"))
-    refused = wait_for_condition(world, team, "squat", status="False", reason="RepositoryNameNotAllowed")
-    tenant_applies(world, tenant(world, team_a), repository(team_a, "app", repositoryName=f"{team_a}/app"))
-    wait_for_condition(world, team_a, "app")
+    tenant_applies(
+        world, tenant(world, team), support.repository(team, "squat", repositoryName=f"{team_a}/app")
+    )
+    refused = support.wait_for_condition(
+        world, team, "squat", status="False", reason="RepositoryNameNotAllowed"
+    )
+    tenant_applies(
+        world, tenant(world, team_a), support.repository(team_a, "app", repositoryName=f"{team_a}/app")
+    )
+    support.wait_for_condition(world, team_a, "app")
 
-    assert "ECR_OPERATOR_REPOSITORY_NAME_PREFIX" in condition(refused)["message"]
-    assert f"must start with '{team}/'" in condition(refused)["message"]
+    assert "ECR_OPERATOR_REPOSITORY_NAME_PREFIX" in support.condition(refused)["message"]
+    assert f"must start with '{team}/'" in support.condition(refused)["message"]
     assert warnings(world, team, "squat", "RepositoryNameNotAllowed")
-    created = [call for call in calls_since(world, mark, "CreateRepository") if call.status == 200]
+    created = [call for call in support.calls_since(world, mark, "CreateRepository") if call.status == 200]
     assert len(created) == 1
-    found = describe(world, f"{team_a}/app")
+    found = support.describe(world, f"{team_a}/app")
     assert found is not None
-    assert tags_of(world, found["repositoryArn"])[OWNER_TAG] == f"default/{team_a}/app"
+    assert support.tags_of(world, found["repositoryArn"])[OWNER_TAG] == f"default/{team_a}/app"

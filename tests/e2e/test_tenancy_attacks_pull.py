@@ -23,7 +23,6 @@ from test_pullsecrets import (
     auths_of,
     condition,
     events_about,
-    eventually,
     login_status,
     pull_secret_names,
     read,
@@ -34,6 +33,7 @@ from test_pullsecrets import (
 
 from ecr_sandbox.aws import AwsCall, callers_by_role
 from ecr_sandbox.world import AWS_TEST_CREDENTIAL, World
+from waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

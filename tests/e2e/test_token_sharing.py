@@ -9,7 +9,8 @@ import time
 from typing import Any
 
 import pytest
-from test_mirror import ALLOW_LOOPBACK, API_VERSION, apply, image_mirror, request_sync, synced
+from mirror_support import ALLOW_LOOPBACK, API_VERSION, image_mirror, request_sync, synced
+from repository_support import apply
 
 from ecr_sandbox.world import World
 

@@ -9,9 +9,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from botocore.config import Config
@@ -21,21 +19,11 @@ from ecr_sandbox.hostile_registry import fetch_stats
 from ecr_sandbox.images import parse_challenge, sha256_digest
 from ecr_sandbox.tools import tool_path
 from ecr_sandbox.world import World
+from waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
-T = TypeVar("T")
 NO_RETRIES = Config(retries={"mode": "standard", "total_max_attempts": 1})
-
-
-def eventually(condition: Callable[[], T | None], timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def test_ecr_authorization_token_from_moto_pushes_to_the_ecr_registry(world: World) -> None:
@@ -149,9 +137,10 @@ def test_hostile_registry_answers_like_a_registry_and_counts_requests(world: Wor
     stats = fetch_stats(world.registries["hostile"].url, world.ca_bundle)
     assert stats["repositories"][repository] == {"requests": 1, "open": 0, "endpoints": {"manifests": 1}}
     logged = eventually(
+        "the hostile registry to log the manifest GET",
         lambda: [
             r for r in world.registries["hostile"].requests() if r.path == f"/v2/{repository}/manifests/v1"
-        ]
+        ],
     )
     assert [(r.method, r.status) for r in logged] == [("HEAD", 429)]
 
@@ -159,7 +148,12 @@ def test_hostile_registry_answers_like_a_registry_and_counts_requests(world: Wor
 def test_new_namespace_gets_default_service_account_and_deletion_completes(world: World) -> None:
     name = world.create_namespace()
     kube = world.kube_client()
-    eventually(lambda: kube.exists(f"/api/v1/namespaces/{name}/serviceaccounts/default"))
+    eventually(
+        "the default ServiceAccount",
+        lambda: kube.exists(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
+        timeout=20.0,
+        interval=0.1,
+    )
     world.kubectl("create", "configmap", "data", "-n", name, "--from-literal=key=value")
 
     started = time.monotonic()
@@ -187,7 +181,12 @@ def test_garbage_collector_deletes_dependents(world: World, namespace: str) -> N
     world.kubectl("delete", "configmap", "owner", "-n", namespace)
 
     path = f"/api/v1/namespaces/{namespace}/configmaps/dependent"
-    eventually(lambda: not world.kube_client().exists(path))
+    eventually(
+        "the namespace to be gone",
+        lambda: not world.kube_client().exists(path),
+        timeout=20.0,
+        interval=0.1,
+    )
 
 
 def test_rbac_denies_a_user_without_rights_until_bound(world: World, namespace: str) -> None:

@@ -33,19 +33,12 @@ from ecr_operator.registry.transport import AiohttpSender, create_session
 from ecr_sandbox.hostile_registry import DUPLICATE_CHILDREN, fetch_stats
 from ecr_sandbox.registries import HOSTILE_REGISTRY
 from ecr_sandbox.world import World
+from registry_fakes import Sleeps
 
 pytestmark = pytest.mark.integration
 
 # The hostile registry trickles a byte every 3 s; these deadlines make each case end in seconds.
 DEADLINES = Deadlines(connect=5, read=5, request=8, blob_min_rate=1024, blob_window=5)
-
-
-class Sleeps:
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
 
 
 @pytest.fixture
@@ -113,26 +106,31 @@ async def test_self_linking_referrer_pages_are_bounded(
     assert (await _settled(world, name))["endpoints"]["referrers"] <= 20
 
 
-async def test_a_huge_retry_after_fails_at_once_carrying_it(
-    world: World, session: aiohttp.ClientSession
-) -> None:
-    name = _repo(world, "retry-after/300")
+async def _throttled_head(
+    world: World, session: aiohttp.ClientSession, retry_after: str
+) -> tuple[RegistryError, Sleeps]:
+    """The error a manifest HEAD ends in against ``Retry-After: <retry_after>``, and the sleeps before it."""
+    name = _repo(world, f"retry-after/{retry_after}")
     sleeps = Sleeps()
     with pytest.raises(RegistryError) as raised:
         await _client(session, sleep=sleeps).head_manifest(parse_reference(name), "v1")
-    assert (raised.value.status, raised.value.retry_after, raised.value.retryable) == (429, 300.0, True)
+    return raised.value, sleeps
+
+
+async def test_a_huge_retry_after_fails_at_once_carrying_it(
+    world: World, session: aiohttp.ClientSession
+) -> None:
+    error, sleeps = await _throttled_head(world, session, "300")
+    assert (error.status, error.retry_after, error.retryable) == (429, 300.0, True)
     assert sleeps.delays == []
 
 
 async def test_a_unicode_digit_retry_after_is_ignored_not_fatal(
     world: World, session: aiohttp.ClientSession
 ) -> None:
-    name = _repo(world, "retry-after/superscript")
-    sleeps = Sleeps()
-    with pytest.raises(RegistryError) as raised:
-        await _client(session, sleep=sleeps).head_manifest(parse_reference(name), "v1")
-    assert raised.value.status == 429
-    assert raised.value.retry_after is None
+    error, sleeps = await _throttled_head(world, session, "superscript")
+    assert error.status == 429
+    assert error.retry_after is None
     assert len(sleeps.delays) == 4  # the default five attempts, exponential backoff between them
     assert all(delay <= 10 for delay in sleeps.delays)
 

@@ -160,20 +160,39 @@ def test_registry_host_overrides_map_ecr_hosts_to_host_port(monkeypatch: pytest.
     )
 
 
-@pytest.mark.parametrize(
-    ("overrides", "complaint"),
-    [
+# What each structured variable refuses, and the words that say why.
+STRUCTURED_REFUSALS = {
+    "REGISTRY_HOST_OVERRIDES": [
         ('{"docker.io": "127.0.0.1:5000"}', "is not '*' or an ECR registry host"),
         ('{"*": "127.0.0.1"}', "is not host:port"),
         ('["127.0.0.1:5000"]', "Input should be a valid dictionary"),
     ],
-)
-def test_registry_host_overrides_are_checked(
-    monkeypatch: pytest.MonkeyPatch, overrides: str, complaint: str
-) -> None:
-    message = settings_error(monkeypatch, REGISTRY_HOST_OVERRIDES=overrides)
+    "REPOSITORY_NAME_PREFIX": [
+        ("{team}/", "unknown placeholder(s) ['team']"),
+        ("Teams/{namespace}/", "does not form an ECR repository name"),
+        ("{namespace}-", "must end with '/' so that a prefix is whole name segments"),
+        ("teams/{namespace}", "must end with '/'"),
+    ],
+    "PULL_SECRET_ROLE_ARN_TEMPLATE": [
+        ("arn:aws:iam::{account}:role/ecr-pull-{namespace}", "unknown placeholder(s) ['account']"),
+        ("arn:aws:iam::{accountId}:role/{namespace.upper}", "unknown placeholder(s) ['namespace.upper']"),
+        ("arn:aws:iam::{accountId}:role/ecr-pull-{", "Single '{' encountered"),
+        ("arn:aws:iam::{accountId}:user/{namespace}", "does not form an IAM role ARN"),
+        ("ecr-pull-{namespace}", "does not form an IAM role ARN"),
+    ],
+}
 
-    assert "ECR_OPERATOR_REGISTRY_HOST_OVERRIDES:" in message
+
+@pytest.mark.parametrize(
+    ("variable", "value", "complaint"),
+    [(variable, *refusal) for variable, refusals in STRUCTURED_REFUSALS.items() for refusal in refusals],
+)
+def test_structured_settings_are_checked_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, complaint: str
+) -> None:
+    message = settings_error(monkeypatch, **{variable: value})
+
+    assert f"ECR_OPERATOR_{variable}:" in message
     assert complaint in message
 
 
@@ -278,24 +297,6 @@ def test_repository_prefix_is_rendered_per_namespace(monkeypatch: pytest.MonkeyP
     assert settings.repository_prefix("team-a") == "prod/team-a/"
 
 
-@pytest.mark.parametrize(
-    ("template", "complaint"),
-    [
-        ("{team}/", "unknown placeholder(s) ['team']"),
-        ("Teams/{namespace}/", "does not form an ECR repository name"),
-        ("{namespace}-", "must end with '/' so that a prefix is whole name segments"),
-        ("teams/{namespace}", "must end with '/'"),
-    ],
-)
-def test_repository_prefix_templates_are_checked(
-    monkeypatch: pytest.MonkeyPatch, template: str, complaint: str
-) -> None:
-    message = settings_error(monkeypatch, REPOSITORY_NAME_PREFIX=template)
-
-    assert "ECR_OPERATOR_REPOSITORY_NAME_PREFIX:" in message
-    assert complaint in message
-
-
 def test_cluster_wide_pull_secrets_select_namespaces_and_service_accounts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -381,25 +382,6 @@ def test_the_pull_role_template_and_the_single_tenant_opt_in_are_read(
         "arn:aws:iam::{accountId}:role/ecr-pull/{region}/{namespace}"
     )
     assert settings.pull_secrets_use_operator_credentials_single_tenant is True
-
-
-@pytest.mark.parametrize(
-    ("template", "complaint"),
-    [
-        ("arn:aws:iam::{account}:role/ecr-pull-{namespace}", "unknown placeholder(s) ['account']"),
-        ("arn:aws:iam::{accountId}:role/{namespace.upper}", "unknown placeholder(s) ['namespace.upper']"),
-        ("arn:aws:iam::{accountId}:role/ecr-pull-{", "Single '{' encountered"),
-        ("arn:aws:iam::{accountId}:user/{namespace}", "does not form an IAM role ARN"),
-        ("ecr-pull-{namespace}", "does not form an IAM role ARN"),
-    ],
-)
-def test_pull_role_templates_are_checked(
-    monkeypatch: pytest.MonkeyPatch, template: str, complaint: str
-) -> None:
-    message = settings_error(monkeypatch, PULL_SECRET_ROLE_ARN_TEMPLATE=template)
-
-    assert "ECR_OPERATOR_PULL_SECRET_ROLE_ARN_TEMPLATE:" in message
-    assert complaint in message
 
 
 def test_adoption_identity_roles_and_adopted_deletion_are_off_by_default() -> None:

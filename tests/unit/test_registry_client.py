@@ -10,11 +10,10 @@ import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import pytest
-from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ecr_operator.registry import mediatypes
@@ -33,36 +32,12 @@ from ecr_operator.registry.transport import (
     redirect_headers,
     send_following_redirects,
 )
+from registry_fakes import ScriptedResponse
 
 pytestmark = pytest.mark.unit
 
 
 # --- a scripted network -------------------------------------------------------------------------
-
-
-class FakeResponse:
-    def __init__(
-        self,
-        status: int,
-        headers: Mapping[str, str] | None = None,
-        body: bytes = b"",
-        *,
-        break_after: int | None = None,
-    ) -> None:
-        self.status = status
-        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict(headers or {}))
-        self._body = body
-        self._break_after = break_after
-        self.closed = False
-
-    async def iter_chunks(self, size: int) -> AsyncIterator[bytes]:
-        for start in range(0, len(self._body), size):
-            if self._break_after is not None and start >= self._break_after:
-                raise ConnectionFailed("connection reset by peer")
-            yield self._body[start : start + size]
-
-    def close(self) -> None:
-        self.closed = True
 
 
 @dataclass
@@ -72,7 +47,7 @@ class Sent:
     headers: dict[str, str]
 
 
-Handler = Callable[[str, URL, dict[str, str], Body], "FakeResponse | None"]
+Handler = Callable[[str, URL, dict[str, str], Body], "ScriptedResponse | None"]
 
 
 @dataclass
@@ -80,10 +55,12 @@ class FakeNetwork:
     """An HttpSender: scripted one-shot answers first, then the in-memory registries by host."""
 
     registries: dict[str, FakeRegistry] = field(default_factory=dict)
-    script: list[tuple[Callable[[str, URL], bool], FakeResponse | Exception]] = field(default_factory=list)
+    script: list[tuple[Callable[[str, URL], bool], ScriptedResponse | Exception]] = field(
+        default_factory=list
+    )
     sent: list[Sent] = field(default_factory=list)
 
-    def once(self, when: Callable[[str, URL], bool], answer: FakeResponse | Exception) -> None:
+    def once(self, when: Callable[[str, URL], bool], answer: ScriptedResponse | Exception) -> None:
         self.script.append((when, answer))
 
     async def send(self, method: str, url: URL, headers: Mapping[str, str], body: Body) -> HttpResponse:
@@ -99,7 +76,7 @@ class FakeNetwork:
                 return answer
         registry = self.registries.get(url.host_port_subcomponent or "")
         if registry is None:
-            return FakeResponse(404)
+            return ScriptedResponse(404)
         return await registry.handle(method, url, dict(headers), body)
 
 
@@ -132,7 +109,7 @@ class FakeRegistry:
     completed_uploads: list[str] = field(default_factory=list)
     pushed: list[str] = field(default_factory=list)
 
-    async def handle(self, method: str, url: URL, headers: dict[str, str], body: Body) -> FakeResponse:
+    async def handle(self, method: str, url: URL, headers: dict[str, str], body: Body) -> ScriptedResponse:
         parts = url.path.split("/")
         if parts[1] == "upload":
             return await self._upload(method, parts[2], url, body)
@@ -145,18 +122,20 @@ class FakeRegistry:
         if target == "uploads/":
             if self.mount_enabled and (url.query.get("from"), url.query.get("mount")) in self.links:
                 self.links.add((repository, url.query["mount"]))
-                return FakeResponse(201)
+                return ScriptedResponse(201)
             upload = str(uuid.uuid4())
             self.uploads[upload] = repository
-            return FakeResponse(202, {"Location": f"/upload/{upload}?_state=a%3Db"})
+            return ScriptedResponse(202, {"Location": f"/upload/{upload}?_state=a%3Db"})
         data = self.blobs.get(target) if (repository, target) in self.links else None
         if data is None:
-            return FakeResponse(404, body=b'{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}')
-        return FakeResponse(200, {"Content-Length": str(len(data))}, data if method == "GET" else b"")
+            return ScriptedResponse(
+                404, body=b'{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}'
+            )
+        return ScriptedResponse(200, {"Content-Length": str(len(data))}, data if method == "GET" else b"")
 
-    def _referrers(self, subject: str) -> FakeResponse:
+    def _referrers(self, subject: str) -> ScriptedResponse:
         if not self.referrers_api:
-            return FakeResponse(404, body=b"404 page not found")
+            return ScriptedResponse(404, body=b"404 page not found")
         entries = []
         for digest, (raw, media_type) in self.manifests.items():
             document = json.loads(raw)
@@ -164,11 +143,11 @@ class FakeRegistry:
                 entry = {"mediaType": media_type, "digest": digest, "size": len(raw)}
                 entries.append({**entry, "artifactType": document.get("artifactType")})
         index = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": entries}
-        return FakeResponse(200, {"Content-Type": mediatypes.OCI_INDEX}, json.dumps(index).encode())
+        return ScriptedResponse(200, {"Content-Type": mediatypes.OCI_INDEX}, json.dumps(index).encode())
 
     async def _manifest(
         self, method: str, repository: str, target: str, headers: dict[str, str], body: Body
-    ) -> FakeResponse:
+    ) -> ScriptedResponse:
         if method == "PUT":
             assert isinstance(body, bytes)
             digest = _digest(body)
@@ -179,18 +158,18 @@ class FakeRegistry:
             answer = {"Docker-Content-Digest": digest}
             if self.referrers_api and "subject" in json.loads(body):
                 answer["OCI-Subject"] = json.loads(body)["subject"]["digest"]
-            return FakeResponse(201, answer)
+            return ScriptedResponse(201, answer)
         digest = self.tags.get((repository, target), target)
         if digest not in self.manifests:
-            return FakeResponse(404, body=b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}')
+            return ScriptedResponse(404, body=b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}')
         raw, media_type = self.manifests[digest]
         response_headers = {"Docker-Content-Digest": digest, "Content-Type": media_type}
-        return FakeResponse(200, response_headers, raw if method == "GET" else b"")
+        return ScriptedResponse(200, response_headers, raw if method == "GET" else b"")
 
-    async def _upload(self, method: str, upload: str, url: URL, body: Body) -> FakeResponse:
+    async def _upload(self, method: str, upload: str, url: URL, body: Body) -> ScriptedResponse:
         if method == "DELETE":
             self.uploads.pop(upload, None)
-            return FakeResponse(204)
+            return ScriptedResponse(204)
         assert url.query["_state"] == "a=b", "the upload URL must be used as given"
         assert body is not None
         assert not isinstance(body, bytes)
@@ -200,11 +179,11 @@ class FakeRegistry:
             # What aiohttp does when the body producer fails: the request dies unfinished.
             raise ConnectionFailed("request body failed") from exc
         if _digest(data) != url.query["digest"]:
-            return FakeResponse(400, body=b'{"errors":[{"code":"DIGEST_INVALID","message":"bad"}]}')
+            return ScriptedResponse(400, body=b'{"errors":[{"code":"DIGEST_INVALID","message":"bad"}]}')
         self.blobs[url.query["digest"]] = data
         self.links.add((self.uploads[upload], url.query["digest"]))
         self.completed_uploads.append(url.query["digest"])
-        return FakeResponse(201)
+        return ScriptedResponse(201)
 
     def add_image(self, repository: str, tag: str, layers: list[bytes]) -> tuple[str, list[str]]:
         config = b'{"architecture":"amd64","os":"linux"}'
@@ -294,9 +273,9 @@ async def test_following_a_storage_redirect_sends_no_authorization() -> None:
     network = FakeNetwork()
     network.once(
         lambda m, url: url.host == "registry.example",
-        FakeResponse(307, {"Location": "https://cdn.example/blob?sig=abc%2Fdef"}),
+        ScriptedResponse(307, {"Location": "https://cdn.example/blob?sig=abc%2Fdef"}),
     )
-    network.once(lambda m, url: url.host == "cdn.example", FakeResponse(200, body=b"blob"))
+    network.once(lambda m, url: url.host == "cdn.example", ScriptedResponse(200, body=b"blob"))
     response, final = await send_following_redirects(
         network, "GET", URL("https://registry.example/v2/a/blobs/x"), {"Authorization": "Bearer t"}
     )
@@ -310,7 +289,7 @@ async def test_following_a_storage_redirect_sends_no_authorization() -> None:
 async def test_redirect_loops_end() -> None:
     network = FakeNetwork()
     for _ in range(10):
-        network.once(lambda m, url: True, FakeResponse(302, {"Location": "/again"}))
+        network.once(lambda m, url: True, ScriptedResponse(302, {"Location": "/again"}))
     with pytest.raises(RegistryError, match="redirects"):
         await send_following_redirects(network, "GET", URL("https://r.example/x"), {})
 
@@ -340,7 +319,7 @@ async def test_throttled_request_waits_as_told_and_succeeds() -> None:
     digest, _ = source.add_image("team/app", "v1", [b"layer"])
     network.once(
         _is("HEAD", "/manifests/"),
-        FakeResponse(
+        ScriptedResponse(
             429, {"Retry-After": "3"}, b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}'
         ),
     )
@@ -355,7 +334,7 @@ async def test_errors_carry_oci_codes_and_give_up_after_the_attempts() -> None:
     for _ in range(4):
         network.once(
             _is("GET", "/tags/list"),
-            FakeResponse(503, body=b'{"errors":[{"code":"UNAVAILABLE","message":"maintenance"}]}'),
+            ScriptedResponse(503, body=b'{"errors":[{"code":"UNAVAILABLE","message":"maintenance"}]}'),
         )
     with pytest.raises(RegistryError) as raised:
         await client.list_tags(SRC)
@@ -367,7 +346,7 @@ async def test_errors_carry_oci_codes_and_give_up_after_the_attempts() -> None:
 async def test_client_errors_are_not_retried() -> None:
     network, _, _, client, sleeps = _world()
     network.once(
-        _is("GET", "/tags/list"), FakeResponse(403, body=b'{"errors":[{"code":"DENIED","message":"no"}]}')
+        _is("GET", "/tags/list"), ScriptedResponse(403, body=b'{"errors":[{"code":"DENIED","message":"no"}]}')
     )
     with pytest.raises(AuthError) as raised:
         await client.list_tags(SRC)
@@ -384,19 +363,23 @@ def _bearer_network(expected_user: str | None) -> tuple[FakeNetwork, list[URL]]:
     challenge = 'Bearer realm="https://auth.example/token",service="reg.example",scope="repository:app:pull"'
 
     class TokenRegistry(FakeRegistry):
-        async def handle(self, method: str, url: URL, headers: dict[str, str], body: Body) -> FakeResponse:
+        async def handle(
+            self, method: str, url: URL, headers: dict[str, str], body: Body
+        ) -> ScriptedResponse:
             if headers.get("Authorization") != "Bearer good-token":
-                return FakeResponse(401, {"WWW-Authenticate": challenge})
-            return FakeResponse(200, body=b'{"tags": ["v1"]}')
+                return ScriptedResponse(401, {"WWW-Authenticate": challenge})
+            return ScriptedResponse(200, body=b'{"tags": ["v1"]}')
 
     class Issuer(FakeRegistry):
-        async def handle(self, method: str, url: URL, headers: dict[str, str], body: Body) -> FakeResponse:
+        async def handle(
+            self, method: str, url: URL, headers: dict[str, str], body: Body
+        ) -> ScriptedResponse:
             token_requests.append(url)
             if expected_user is not None:
                 assert headers["Authorization"] == Credentials(expected_user, "pw").basic_authorization()
             else:
                 assert "Authorization" not in headers
-            return FakeResponse(200, body=b'{"token": "good-token", "expires_in": 300}')
+            return ScriptedResponse(200, body=b'{"token": "good-token", "expires_in": 300}')
 
     network.registries = {"reg.example": TokenRegistry("reg.example"), "auth.example": Issuer("auth.example")}
     return network, token_requests
@@ -424,7 +407,8 @@ async def test_bearer_challenge_is_answered_once_and_the_token_reused(user: str 
 async def test_credentials_are_not_sent_to_a_plain_http_realm() -> None:
     network = FakeNetwork()
     network.once(
-        lambda m, url: True, FakeResponse(401, {"WWW-Authenticate": 'Bearer realm="http://auth.example/t"'})
+        lambda m, url: True,
+        ScriptedResponse(401, {"WWW-Authenticate": 'Bearer realm="http://auth.example/t"'}),
     )
     client = RegistryClient(
         network, credentials=StaticCredentials({"reg.example": Credentials("u", "secret")})
@@ -436,7 +420,7 @@ async def test_credentials_are_not_sent_to_a_plain_http_realm() -> None:
 
 async def test_basic_challenge_without_credentials_says_so() -> None:
     network = FakeNetwork()
-    network.once(lambda m, url: True, FakeResponse(401, {"WWW-Authenticate": 'Basic realm="r"'}))
+    network.once(lambda m, url: True, ScriptedResponse(401, {"WWW-Authenticate": 'Basic realm="r"'}))
     with pytest.raises(AuthError, match="requires credentials"):
         await RegistryClient(network).list_tags(parse_reference("reg.example/app"))
 
@@ -481,13 +465,15 @@ async def test_tag_listing_follows_pages_of_1000() -> None:
     first = [f"t{i}" for i in range(1000)]
     network.once(
         lambda m, url: url.query.get("last") is None,
-        FakeResponse(
+        ScriptedResponse(
             200,
             {"Link": '</v2/app/tags/list?n=1000&last=t999>; rel="next"'},
             json.dumps({"tags": first}).encode(),
         ),
     )
-    network.once(lambda m, url: url.query.get("last") == "t999", FakeResponse(200, body=b'{"tags": ["z"]}'))
+    network.once(
+        lambda m, url: url.query.get("last") == "t999", ScriptedResponse(200, body=b'{"tags": ["z"]}')
+    )
     tags = await RegistryClient(network).list_tags(parse_reference("reg.example/app"))
     assert tags == [*first, "z"]
     assert network.sent[0].url.query["n"] == "1000"
@@ -496,12 +482,12 @@ async def test_tag_listing_follows_pages_of_1000() -> None:
 async def test_tag_listing_refuses_loops_and_foreign_links() -> None:
     network = FakeNetwork()
     network.once(
-        lambda m, url: True, FakeResponse(200, {"Link": '</v2/app/tags/list?n=1000>; rel="next"'}, b"{}")
+        lambda m, url: True, ScriptedResponse(200, {"Link": '</v2/app/tags/list?n=1000>; rel="next"'}, b"{}")
     )
     with pytest.raises(RegistryError, match="loops"):
         await RegistryClient(network).list_tags(parse_reference("reg.example/app"))
     network.once(
-        lambda m, url: True, FakeResponse(200, {"Link": '<https://evil.example/x>; rel="next"'}, b"{}")
+        lambda m, url: True, ScriptedResponse(200, {"Link": '<https://evil.example/x>; rel="next"'}, b"{}")
     )
     with pytest.raises(RegistryError, match="leaves"):
         await RegistryClient(network).list_tags(parse_reference("reg.example/app"))
@@ -520,7 +506,7 @@ async def test_referrers_api_absence_is_not_an_error() -> None:
 
 async def test_verified_stream_passes_good_content_through_in_bounded_chunks() -> None:
     data = bytes(range(256)) * 20_000  # several chunks
-    stream = VerifiedStream(FakeResponse(200, body=data), _digest(data), len(data))
+    stream = VerifiedStream(ScriptedResponse(200, body=data), _digest(data), len(data))
     chunks = [chunk async for chunk in stream.chunks()]
     assert b"".join(chunks) == data
     assert max(len(chunk) for chunk in chunks) <= CHUNK_SIZE
@@ -535,7 +521,7 @@ async def test_verified_stream_never_releases_the_last_chunk_of_a_wrong_blob(tam
         "truncate": expected[:-10],
         "extend": expected + b"more",
     }[tamper]
-    stream = VerifiedStream(FakeResponse(200, body=served), _digest(expected), len(expected))
+    stream = VerifiedStream(ScriptedResponse(200, body=served), _digest(expected), len(expected))
     received = bytearray()
 
     async def consume() -> None:
@@ -574,7 +560,7 @@ async def test_connection_loss_mid_blob_restarts_that_blob() -> None:
     network, source, destination, client, sleeps = _world()
     _, blobs = source.add_image("team/app", "v1", [b"x" * 3_000_000])
     layer = blobs[1]
-    network.once(_is("GET", layer), FakeResponse(200, body=source.blobs[layer], break_after=1_048_576))
+    network.once(_is("GET", layer), ScriptedResponse(200, body=source.blobs[layer], break_after=1_048_576))
     result = await copy_image(SRC, DST, source_client=client)
     assert result.blobs_copied == 2
     assert destination.blobs[layer] == source.blobs[layer]
@@ -587,7 +573,7 @@ async def test_connection_loss_mid_blob_restarts_that_blob() -> None:
 async def test_throttled_blob_upload_is_retried_after_retry_after() -> None:
     network, source, _, client, sleeps = _world()
     digest, _ = source.add_image("team/app", "v1", [b"layer"])
-    network.once(_is("POST", "/blobs/uploads/"), FakeResponse(429, {"Retry-After": "2"}))
+    network.once(_is("POST", "/blobs/uploads/"), ScriptedResponse(429, {"Retry-After": "2"}))
     result = await copy_image(SRC, DST, source_client=client)
     assert result.destination_digest == digest
     assert sleeps.delays == [2.0]
