@@ -30,7 +30,7 @@ from repository_support import (
     wait_for_quiet_aws,
 )
 
-from ecr_operator.reconcile.repository import identity_policy_stamp
+from ecr_operator.reconcile.repository.vocabulary import identity_policy_stamp
 from ecr_sandbox.world import World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]

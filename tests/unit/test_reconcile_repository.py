@@ -20,52 +20,58 @@ from ecr_operator.api.repository import AdoptionPolicy, DeletionPolicy, EcrRepos
 from ecr_operator.config import Settings
 from ecr_operator.reconcile.backoff import backoff_delay
 from ecr_operator.reconcile.policy import PULL_ACTIONS, render_policy
-from ecr_operator.reconcile.repository import (
-    ADOPTED_TAG,
-    OWNER_TAG,
+from ecr_operator.reconcile.repository.actions import (
     ClaimRepository,
     CreateRepository,
     DeleteLifecyclePolicy,
     DeleteRepository,
     DeleteRepositoryPolicy,
     DeleteRolePolicy,
-    DesiredRepository,
-    IdentityRole,
-    ManagedPolicy,
-    ObservedRepository,
-    Problem,
     PutImageScanningConfiguration,
     PutImageTagMutability,
     PutLifecyclePolicy,
     PutRolePolicy,
-    Reason,
-    Refusal,
-    RepositoryDescription,
     SetRepositoryPolicy,
-    SpecError,
-    SyncResult,
     TagRepository,
     UntagRepository,
     changed_aspects,
-    classify_aws_failure,
+)
+from ecr_operator.reconcile.repository.deletion import plan_deletion
+from ecr_operator.reconcile.repository.desired import (
+    DesiredRepository,
+    IdentityRole,
+    Refusal,
+    SpecError,
     desired_repository,
-    identity_policy_document,
-    identity_policy_name,
-    identity_policy_stamp,
     identity_roles,
+    tenancy_refusal,
+)
+from ecr_operator.reconcile.repository.failures import Problem, classify_aws_failure
+from ecr_operator.reconcile.repository.identity_policies import (
+    ManagedPolicy,
+    identity_policy_document,
     identity_roles_in_status,
     is_own_identity_policy,
-    owner_tag_value,
-    partition_of,
-    plan_deletion,
     plan_identity_policies,
-    plan_repository,
+    roles_after,
+)
+from ecr_operator.reconcile.repository.observed import ObservedRepository, RepositoryDescription
+from ecr_operator.reconcile.repository.plan import plan_repository
+from ecr_operator.reconcile.repository.status import (
+    SyncResult,
     repository_conditions,
     repository_events,
     repository_status_patch,
-    roles_after,
-    tenancy_refusal,
     was_converged,
+)
+from ecr_operator.reconcile.repository.vocabulary import (
+    ADOPTED_TAG,
+    OWNER_TAG,
+    Reason,
+    identity_policy_name,
+    identity_policy_stamp,
+    owner_tag_value,
+    partition_of,
 )
 
 pytestmark = pytest.mark.unit

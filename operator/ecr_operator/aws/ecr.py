@@ -21,25 +21,22 @@ from typing import TYPE_CHECKING, Any
 from ecr_operator.aws.calls import AwsCallFailed, call_aws
 from ecr_operator.aws.session import AwsClients
 from ecr_operator.reconcile.identity import AwsIdentity
-from ecr_operator.reconcile.repository import (
-    ADOPTED_TAG,
-    ADOPTED_TAG_VALUE,
-    OWNER_TAG,
+from ecr_operator.reconcile.repository.actions import (
     ClaimRepository,
     CreateRepository,
     DeleteLifecyclePolicy,
     DeleteRepository,
     DeleteRepositoryPolicy,
-    ObservedRepository,
     PutImageScanningConfiguration,
     PutImageTagMutability,
     PutLifecyclePolicy,
     RepositoryAction,
-    RepositoryDescription,
     SetRepositoryPolicy,
     TagRepository,
     UntagRepository,
 )
+from ecr_operator.reconcile.repository.observed import ObservedRepository, RepositoryDescription
+from ecr_operator.reconcile.repository.vocabulary import ADOPTED_TAG, ADOPTED_TAG_VALUE, OWNER_TAG
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr import ECRClient

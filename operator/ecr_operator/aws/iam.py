@@ -13,7 +13,8 @@ from typing import Any
 from ecr_operator.aws.calls import AwsCallFailed, call_aws
 from ecr_operator.aws.session import AwsClients
 from ecr_operator.reconcile.identity import AwsIdentity
-from ecr_operator.reconcile.repository import DeleteRolePolicy, IdentityAction, ManagedPolicy, PutRolePolicy
+from ecr_operator.reconcile.repository.actions import DeleteRolePolicy, IdentityAction, PutRolePolicy
+from ecr_operator.reconcile.repository.identity_policies import ManagedPolicy
 
 SERVICE = "iam"
 NO_SUCH_ENTITY = "NoSuchEntity"

@@ -32,38 +32,40 @@ from ecr_operator.aws.ecr import (
 from ecr_operator.conditions import READY, SYNCED, DesiredCondition, EventNote, conditions_patch
 from ecr_operator.reconcile.backoff import backoff_delay
 from ecr_operator.reconcile.identity import AwsIdentity
-from ecr_operator.reconcile.repository import (
-    Action,
-    DeleteRolePolicy,
+from ecr_operator.reconcile.repository.actions import Action, DeleteRolePolicy, PutRolePolicy, changed_aspects
+from ecr_operator.reconcile.repository.deletion import plan_deletion
+from ecr_operator.reconcile.repository.desired import (
     DesiredRepository,
     IdentityRole,
-    ManagedPolicy,
-    PolicyStamp,
-    Problem,
-    PutRolePolicy,
-    Reason,
     Refusal,
-    RepositoryDescription,
     SpecError,
-    SyncResult,
-    changed_aspects,
-    classify_aws_failure,
-    describe_owner,
     desired_repository,
-    identity_policy_stamp,
     identity_roles,
+    tenancy_refusal,
+)
+from ecr_operator.reconcile.repository.failures import Problem, classify_aws_failure
+from ecr_operator.reconcile.repository.identity_policies import (
+    ManagedPolicy,
     identity_roles_in_status,
     is_own_identity_policy,
-    owner_tag_value,
-    partition_of,
-    plan_deletion,
     plan_identity_policies,
-    plan_repository,
+    roles_after,
+)
+from ecr_operator.reconcile.repository.observed import RepositoryDescription
+from ecr_operator.reconcile.repository.plan import plan_repository
+from ecr_operator.reconcile.repository.status import (
+    SyncResult,
     repository_events,
     repository_status_patch,
-    roles_after,
-    tenancy_refusal,
     was_converged,
+)
+from ecr_operator.reconcile.repository.vocabulary import (
+    PolicyStamp,
+    Reason,
+    describe_owner,
+    identity_policy_stamp,
+    owner_tag_value,
+    partition_of,
 )
 from ecr_operator.runtime import Runtime
 
