@@ -20,7 +20,9 @@ from ecr_operator.aws.ecr import EcrRepositories
 from ecr_operator.aws.iam import IamRolePolicies
 from ecr_operator.aws.session import AwsClients
 from ecr_operator.config import Settings, settings_summary
+from ecr_operator.controllers.repository import RepositoryController
 from ecr_operator.drift import DriftSchedule
+from ecr_operator.kube import Kube
 from ecr_operator.locks import KeyedLocks
 from ecr_operator.metrics import Metrics, MetricsServer, ObjectReadiness
 from ecr_operator.mirroring import Mirroring
@@ -74,13 +76,18 @@ class Runtime:
     readiness: ObjectReadiness
     mirroring: Mirroring
     """ImageMirror syncs: registry sessions, ECR tokens, per-mirror wake-ups."""
+    kube: Kube
+    repositories: RepositoryController
     pull_secrets: PullSecretController | None = None
     """Set by the pull-secret startup handler, which needs kopf's indexes (they exist only from then on)."""
 
     @classmethod
-    def create(cls, settings: Settings) -> Runtime:
+    def create(cls, settings: Settings, kube: Kube) -> Runtime:
         metrics = Metrics()
         aws = AwsClients(metrics, allowed_regions=settings.allowed_regions)
+        ecr, iam = EcrRepositories(aws), IamRolePolicies(aws)
+        drift = DriftSchedule(settings.drift_interval.total_seconds(), settings.drift_jitter.total_seconds())
+        repository_locks, readiness = KeyedLocks(), ObjectReadiness(metrics.objects)
         return cls(
             settings=settings,
             metrics=metrics,
@@ -90,14 +97,23 @@ class Runtime:
                 max_workers=settings.aws_max_concurrency, thread_name_prefix="blocking"
             ),
             aws=aws,
-            ecr=EcrRepositories(aws),
-            iam=IamRolePolicies(aws),
-            drift=DriftSchedule(
-                settings.drift_interval.total_seconds(), settings.drift_jitter.total_seconds()
-            ),
-            repository_locks=KeyedLocks(),
-            readiness=ObjectReadiness(metrics.objects),
+            ecr=ecr,
+            iam=iam,
+            drift=drift,
+            repository_locks=repository_locks,
+            readiness=readiness,
             mirroring=Mirroring(settings, aws),
+            kube=kube,
+            repositories=RepositoryController(
+                settings,
+                ecr=ecr,
+                iam=iam,
+                kube=kube,
+                locks=repository_locks,
+                drift=drift,
+                metrics=metrics,
+                readiness=readiness,
+            ),
         )
 
     def __copy__(self) -> Runtime:
@@ -118,6 +134,7 @@ class Runtime:
     async def stop(self) -> None:
         await self.mirroring.stop()
         await self.metrics_server.stop()
+        self.kube.close()
 
 
 async def serve(settings: Settings) -> None:
@@ -126,7 +143,8 @@ async def serve(settings: Settings) -> None:
     kopf installs its own SIGTERM/SIGINT handlers: it stops the watches, runs cleanup handlers and returns.
     Importing ``ecr_operator.handlers`` first registers the handlers in kopf's default registry.
     """
-    runtime = Runtime.create(settings)
+    # Reading the kubeconfig blocks: off the event loop.
+    runtime = Runtime.create(settings, await asyncio.to_thread(Kube.from_settings, settings))
     await runtime.start()
     try:
         host = f"[{settings.bind_address}]" if ":" in settings.bind_address else settings.bind_address

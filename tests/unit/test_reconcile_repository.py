@@ -59,9 +59,11 @@ from ecr_operator.reconcile.repository.observed import ObservedRepository, Repos
 from ecr_operator.reconcile.repository.plan import plan_repository
 from ecr_operator.reconcile.repository.status import (
     SyncResult,
+    deletion_status,
+    owned_status,
     repository_conditions,
     repository_events,
-    repository_status_patch,
+    repository_status,
     was_converged,
 )
 from ecr_operator.reconcile.repository.vocabulary import (
@@ -1278,6 +1280,16 @@ CREATED = SyncResult(
 )
 
 
+def repository_status_patch(status: dict[str, Any], result: SyncResult, **when: Any) -> dict[str, Any] | None:
+    """What the whole status a reconcile computes changes on the object, as a merge patch (None: nothing;
+    a None value: the field goes): the write the controller makes, or skips."""
+    before = owned_status(status)
+    after = repository_status(status, result, **when)
+    changed = {key: value for key, value in after.items() if before.get(key) != value}
+    changed |= {key: None for key in before if key not in after}
+    return changed or None
+
+
 def conditions_of(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {entry["type"]: (entry["status"], entry["reason"]) for entry in status["conditions"]}
 
@@ -1436,3 +1448,37 @@ def test_a_failure_is_announced_when_it_starts_not_on_every_retry() -> None:
         (e.type, e.reason)
         for e in repository_events(status, SyncResult(repository=description()), drift=False)
     ] == [("Normal", "RepositoryRecovered")]
+
+
+def test_the_whole_status_holds_only_what_this_controller_owns() -> None:
+    pull_secret_ready = {"type": "PullSecretReady", "status": "True", "reason": "SecretsWritten"}
+    created = repository_status({}, CREATED, generation=1, now=NOW, drift=False)
+    on_the_object = {**created, "conditions": [*created["conditions"], pull_secret_ready]}
+
+    assert [entry["type"] for entry in owned_status(on_the_object)["conditions"]] == ["Ready", "Synced"]
+    idle = SyncResult(repository=description(), managed_policies=())
+    assert repository_status(on_the_object, idle, generation=1, now=NOW, drift=True) == owned_status(
+        on_the_object
+    )
+
+
+def test_a_deletion_that_cannot_finish_says_why_and_which_policies_remain() -> None:
+    created = repository_status(
+        {},
+        SyncResult(repository=description(), managed_policies=(ManagedPolicy("a", "p"),)),
+        generation=1,
+        now=NOW,
+        drift=False,
+    )
+    not_empty = Problem(Reason.REPOSITORY_NOT_EMPTY, "still holds images", "failed")
+
+    status = deletion_status(created, not_empty, generation=1, now=NOW, managed_policies=())
+
+    assert conditions_of(status) == {
+        "Ready": ("False", "RepositoryNotEmpty"),
+        "Synced": ("False", "RepositoryNotEmpty"),
+    }
+    assert "identityPolicies" not in status
+    assert status["repositoryUri"] == URI
+    untouched = deletion_status(created, not_empty, generation=1, now=NOW, managed_policies=None)
+    assert untouched["identityPolicies"] == [{"roleName": "a", "policyName": "p"}]

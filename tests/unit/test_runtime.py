@@ -11,9 +11,11 @@ import copy
 import os
 
 import kopf
+import kubernetes.client
 import pytest
 
 from ecr_operator.config import Settings
+from ecr_operator.kube import Kube
 from ecr_operator.metrics import Metrics
 from ecr_operator.runtime import Runtime, configure_kopf
 
@@ -87,7 +89,7 @@ def test_watch_timeouts_are_whole_seconds(kopf_settings: kopf.OperatorSettings) 
 
 
 def test_every_object_shares_the_one_runtime(settings: Settings) -> None:
-    runtime = Runtime.create(settings)
+    runtime = Runtime.create(settings, Kube(kubernetes.client.ApiClient()))
 
     # kopf shallow-copies the memo per object; the copy must be the process-wide runtime itself.
     assert copy.copy(runtime) is runtime

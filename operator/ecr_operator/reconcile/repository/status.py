@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from ecr_operator.conditions import (
@@ -12,9 +12,9 @@ from ecr_operator.conditions import (
     SYNCED,
     DesiredCondition,
     EventNote,
-    conditions_patch,
     find_condition,
     format_time,
+    set_conditions,
 )
 from ecr_operator.reconcile.repository.actions import (
     Action,
@@ -79,48 +79,113 @@ def repository_conditions(
     return [DesiredCondition(READY, "False", problem.reason, problem.message, generation), synced]
 
 
-def repository_status_patch(
+OWNED_CONDITIONS = frozenset({READY, SYNCED})
+"""The condition types the repository controller writes; others on the object (``PullSecretReady``) are
+another controller's."""
+OWNED_FIELDS = (
+    "observedGeneration",
+    "repositoryUri",
+    "repositoryArn",
+    "registryId",
+    "lastSyncTime",
+    "driftCorrections",
+    "identityPolicies",
+)
+_REPOSITORY_FIELDS = ("repositoryUri", "repositoryArn", "registryId")
+# set_conditions stamps only conditions it sets; with none to set, it orders and copies, and reads no time.
+_NO_TIME = datetime.fromtimestamp(0, UTC)
+
+
+def owned_status(status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The part of ``status`` the repository controller owns, in the form it writes it: what a new status
+    is compared with, so that an idle pass writes nothing."""
+    status = status or {}
+    owned = {key: status[key] for key in OWNED_FIELDS if status.get(key) is not None}
+    conditions = [
+        entry
+        for entry in status.get("conditions") or []
+        if isinstance(entry, Mapping) and entry.get("type") in OWNED_CONDITIONS
+    ]
+    owned["conditions"] = set_conditions(conditions, (), _NO_TIME)
+    return owned
+
+
+def repository_status(
     status: Mapping[str, Any] | None,
     result: SyncResult,
     *,
     generation: int | None,
     now: datetime,
     drift: bool,
-) -> dict[str, Any] | None:
-    """The merge patch for ``status``, holding only what changed, or None: an idle pass writes nothing."""
-    status = status or {}
-    patch: dict[str, Any] = {}
-    conditions = conditions_patch(status, repository_conditions(result, generation, status), now)
-    if conditions is not None:
-        patch["conditions"] = conditions
+) -> dict[str, Any]:
+    """The whole status the repository controller owns after a reconcile: its previous value, with what
+    this reconcile found and did. Equal to ``owned_status(status)`` when nothing changed."""
+    whole = owned_status(status)
+    whole["conditions"] = set_conditions(
+        whole["conditions"], repository_conditions(result, generation, status), now
+    )
     # A transient failure is no verdict on this generation: its handler retries with backoff, and the
     # drift timer (which only checks reconciled generations) must not retry it as well, sooner.
     transient = result.problem is not None and result.problem.kind == "transient"
-    if generation is not None and status.get("observedGeneration") != generation and not transient:
-        patch["observedGeneration"] = generation
+    if generation is not None and not transient:
+        whole["observedGeneration"] = generation
     repository = result.repository
-    fields: dict[str, Any] = {}
     if repository is not None:
-        fields = {
+        whole |= {
             "repositoryUri": repository.uri,
             "repositoryArn": repository.arn,
             "registryId": repository.registry_id,
         }
     elif result.problem is not None and result.problem.kind == "refused":
         # A refused object owns no repository: it must not advertise one.
-        fields = {"repositoryUri": None, "repositoryArn": None, "registryId": None}
-    patch.update({key: value for key, value in fields.items() if status.get(key) != value})
+        for key in _REPOSITORY_FIELDS:
+            whole.pop(key, None)
     if result.applied:
-        patch["lastSyncTime"] = format_time(now)
+        whole["lastSyncTime"] = format_time(now)
         if drift:
-            patch["driftCorrections"] = int(status.get("driftCorrections") or 0) + len(
+            whole["driftCorrections"] = int(whole.get("driftCorrections") or 0) + len(
                 changed_aspects(result.applied)
             )
     if result.managed_policies is not None:
-        wanted = [policy.to_wire() for policy in result.managed_policies]
-        if (status.get("identityPolicies") or []) != wanted:
-            patch["identityPolicies"] = wanted or None
-    return patch or None
+        _set_identity_policies(whole, result.managed_policies)
+    return whole
+
+
+def deletion_status(
+    status: Mapping[str, Any] | None,
+    problem: Problem,
+    *,
+    generation: int | None,
+    now: datetime,
+    managed_policies: tuple[ManagedPolicy, ...] | None,
+) -> dict[str, Any]:
+    """The whole owned status while a deletion cannot finish: Ready and Synced say why, and
+    ``identityPolicies`` lists what is still in place (None: the deletion did not get to them)."""
+    whole = owned_status(status)
+    whole["conditions"] = set_conditions(
+        whole["conditions"],
+        [
+            DesiredCondition(READY, "False", problem.reason, problem.message, generation),
+            DesiredCondition(SYNCED, "False", problem.reason, problem.message, generation),
+        ],
+        now,
+    )
+    if managed_policies is not None:
+        _set_identity_policies(whole, managed_policies)
+    return whole
+
+
+def _set_identity_policies(whole: dict[str, Any], policies: tuple[ManagedPolicy, ...]) -> None:
+    if policies:
+        whole["identityPolicies"] = [policy.to_wire() for policy in policies]
+    else:
+        whole.pop("identityPolicies", None)
+
+
+def ready_status(status: Mapping[str, Any]) -> str:
+    """The Ready condition's status ("True", "False", "Unknown") for the objects gauge."""
+    ready = find_condition(status.get("conditions") or [], READY)
+    return str(ready.get("status", "Unknown")) if ready is not None else "Unknown"
 
 
 def repository_events(

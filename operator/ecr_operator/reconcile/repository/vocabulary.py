@@ -61,6 +61,8 @@ class EventReason(StrEnum):
     DELETED = "RepositoryDeleted"
     RETAINED = "RepositoryRetained"
     RECOVERED = "RepositoryRecovered"
+    NOT_OWNED = "RepositoryNotOwned"
+    IDENTITY_POLICY_NOT_OWNED = "IdentityPolicyNotOwned"
 
 
 def owner_tag_value(cluster_id: str, namespace: str, name: str) -> str:
