@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -236,36 +236,23 @@ class EcrRepositories:
 
     async def lifecycle_policy(self, registry: RegistryRef, name: str) -> str | None:
         client = await self._client(registry)
-        response = await self._read_policy(
-            registry, name, "GetLifecyclePolicy", client.get_lifecycle_policy, LIFECYCLE_POLICY_NOT_FOUND
+        response = await _unless_absent(
+            LIFECYCLE_POLICY_NOT_FOUND,
+            "GetLifecyclePolicy",
+            client.get_lifecycle_policy,
+            **_named(registry, name),
         )
         return None if response is None else response.get("lifecyclePolicyText")
 
     async def repository_policy(self, registry: RegistryRef, name: str) -> str | None:
         client = await self._client(registry)
-        response = await self._read_policy(
-            registry, name, "GetRepositoryPolicy", client.get_repository_policy, REPOSITORY_POLICY_NOT_FOUND
+        response = await _unless_absent(
+            REPOSITORY_POLICY_NOT_FOUND,
+            "GetRepositoryPolicy",
+            client.get_repository_policy,
+            **_named(registry, name),
         )
         return None if response is None else response.get("policyText")
-
-    async def _read_policy(
-        self,
-        registry: RegistryRef,
-        name: str,
-        operation: str,
-        method: Callable[..., Any],
-        not_found_code: str,
-    ) -> Mapping[str, Any] | None:
-        """A Get*Policy response, or None when the repository has none (ECR answers that with an error)."""
-        try:
-            response: Mapping[str, Any] = await call_aws(
-                SERVICE, operation, method, repositoryName=name, **registry.parameters()
-            )
-        except AwsCallFailed as error:
-            if error.code == not_found_code:
-                return None
-            raise
-        return response
 
     # --- writing ------------------------------------------------------------------------------------
 
@@ -356,13 +343,12 @@ class EcrRepositories:
     async def _delete_lifecycle_policy(
         self, client: ECRClient, registry: RegistryRef, action: DeleteLifecyclePolicy
     ) -> None:
-        call = call_aws(
-            SERVICE,
+        await _unless_absent(
+            LIFECYCLE_POLICY_NOT_FOUND,
             "DeleteLifecyclePolicy",
             client.delete_lifecycle_policy,
             **_named(registry, action.repository),
         )
-        await _ignoring(LIFECYCLE_POLICY_NOT_FOUND, call)
 
     async def _set_repository_policy(
         self, client: ECRClient, registry: RegistryRef, action: SetRepositoryPolicy
@@ -378,25 +364,23 @@ class EcrRepositories:
     async def _delete_repository_policy(
         self, client: ECRClient, registry: RegistryRef, action: DeleteRepositoryPolicy
     ) -> None:
-        call = call_aws(
-            SERVICE,
+        await _unless_absent(
+            REPOSITORY_POLICY_NOT_FOUND,
             "DeleteRepositoryPolicy",
             client.delete_repository_policy,
             **_named(registry, action.repository),
         )
-        await _ignoring(REPOSITORY_POLICY_NOT_FOUND, call)
 
     async def _delete_repository(
         self, client: ECRClient, registry: RegistryRef, action: DeleteRepository
     ) -> None:
-        call = call_aws(
-            SERVICE,
+        await _unless_absent(
+            REPOSITORY_NOT_FOUND,
             "DeleteRepository",
             client.delete_repository,
             force=action.force,
             **_named(registry, action.repository),
         )
-        await _ignoring(REPOSITORY_NOT_FOUND, call)
 
 
 _ApplyStep = Callable[
@@ -431,12 +415,15 @@ def _filters(filters: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"filterType": filter_type, "filter": pattern} for filter_type, pattern in filters]
 
 
-async def _ignoring(code: str, call: Coroutine[Any, Any, object]) -> None:
+async def _unless_absent(absent: str, operation: str, method: Callable[..., Any], **parameters: Any) -> Any:
+    """The call's response, or None when AWS answers that its subject is absent (error code ``absent``):
+    ECR reports a missing policy as an error, and deleting what is gone already is a success."""
     try:
-        await call
+        return await call_aws(SERVICE, operation, method, **parameters)
     except AwsCallFailed as error:
-        if error.code != code:
-            raise
+        if error.code == absent:
+            return None
+        raise
 
 
 def _without_missing(chunk: list[str], message: str) -> list[list[str]]:

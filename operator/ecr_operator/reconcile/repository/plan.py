@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,38 +152,40 @@ def plan_tags(
 def _policy_actions(
     desired: DesiredRepository, observed: ObservedRepository | None
 ) -> list[RepositoryAction]:
+    name, lifecycle, policy = desired.name, desired.lifecycle_policy, desired.repository_policy
     actions: list[RepositoryAction] = []
-    current_lifecycle = observed.lifecycle_policy if observed else None
-    if desired.lifecycle_policy is None:
-        if current_lifecycle is not None:
-            actions.append(DeleteLifecyclePolicy(desired.name))
-    elif not _same_lifecycle_policy(desired.lifecycle_policy, current_lifecycle):
-        actions.append(PutLifecyclePolicy(desired.name, render_lifecycle_policy(desired.lifecycle_policy)))
-    current_policy = observed.repository_policy if observed else None
-    if desired.repository_policy is None:
-        if current_policy is not None:
-            actions.append(DeleteRepositoryPolicy(desired.name))
-    elif not same_policy(desired.repository_policy, current_policy):
-        actions.append(SetRepositoryPolicy(desired.name, render_policy(desired.repository_policy)))
+    if not _same(lifecycle_policies_equal, lifecycle, observed.lifecycle_policy if observed else None):
+        actions.append(
+            DeleteLifecyclePolicy(name)
+            if lifecycle is None
+            else PutLifecyclePolicy(name, render_lifecycle_policy(lifecycle))
+        )
+    if not _same(policies_equal, policy, observed.repository_policy if observed else None):
+        actions.append(
+            DeleteRepositoryPolicy(name)
+            if policy is None
+            else SetRepositoryPolicy(name, render_policy(policy))
+        )
     return actions
 
 
-def _same_lifecycle_policy(desired: Mapping[str, Any], current: str | None) -> bool:
-    if current is None:
-        return False
-    try:
-        return lifecycle_policies_equal(desired, current)
-    except (LifecyclePolicyError, AttributeError, TypeError):
-        return False  # whatever AWS holds is not a policy the operator wrote: replace it
-
-
 def same_policy(desired: Mapping[str, Any], current: str | Mapping[str, Any] | None) -> bool:
-    if current is None:
-        return False
+    """Whether ``current`` (as IAM or ECR returned it) is the policy document ``desired``."""
+    return _same(policies_equal, desired, current)
+
+
+def _same(
+    equal: Callable[[Mapping[str, Any], Any], bool],
+    desired: Mapping[str, Any] | None,
+    current: str | Mapping[str, Any] | None,
+) -> bool:
+    """Whether AWS holds the desired document (None: no document at all), compared semantically."""
+    if desired is None or current is None:
+        return desired is None and current is None
     try:
-        return policies_equal(desired, current)
-    except (PolicyError, AttributeError, TypeError):
-        return False
+        return equal(desired, current)
+    except (LifecyclePolicyError, PolicyError, AttributeError, TypeError):
+        return False  # whatever AWS holds is not a policy the operator wrote: replace it
 
 
 def encryption_mismatch(desired: DesiredRepository, description: RepositoryDescription) -> str | None:

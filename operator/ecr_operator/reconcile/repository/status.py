@@ -120,10 +120,7 @@ def repository_status(
 ) -> dict[str, Any]:
     """The whole status the repository controller owns after a reconcile: its previous value, with what
     this reconcile found and did. Equal to ``owned_status(status)`` when nothing changed."""
-    whole = owned_status(status)
-    whole["conditions"] = set_conditions(
-        whole["conditions"], repository_conditions(result, generation, status), now
-    )
+    whole = _with_conditions(status, repository_conditions(result, generation, status), now)
     # A transient failure is no verdict on this generation: its handler retries with backoff, and the
     # drift timer (which only checks reconciled generations) must not retry it as well, sooner.
     transient = result.problem is not None and result.problem.kind == "transient"
@@ -161,17 +158,21 @@ def deletion_status(
 ) -> dict[str, Any]:
     """The whole owned status while a deletion cannot finish: Ready and Synced say why, and
     ``identityPolicies`` lists what is still in place (None: the deletion did not get to them)."""
-    whole = owned_status(status)
-    whole["conditions"] = set_conditions(
-        whole["conditions"],
-        [
-            DesiredCondition(READY, "False", problem.reason, problem.message, generation),
-            DesiredCondition(SYNCED, "False", problem.reason, problem.message, generation),
-        ],
-        now,
-    )
+    failed = [
+        DesiredCondition(READY, "False", problem.reason, problem.message, generation),
+        DesiredCondition(SYNCED, "False", problem.reason, problem.message, generation),
+    ]
+    whole = _with_conditions(status, failed, now)
     if managed_policies is not None:
         _set_identity_policies(whole, managed_policies)
+    return whole
+
+
+def _with_conditions(
+    status: Mapping[str, Any] | None, desired: list[DesiredCondition], now: datetime
+) -> dict[str, Any]:
+    whole = owned_status(status)
+    whole["conditions"] = set_conditions(whole["conditions"], desired, now)
     return whole
 
 
