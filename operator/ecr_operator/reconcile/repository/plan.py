@@ -58,64 +58,81 @@ def plan_repository(
     """
     if observed is None:
         return RepositoryPlan((_create(desired), *_policy_actions(desired, None)))
-    description = observed.description
-    owner = observed.owner
-    adopting = owner != desired.owner
-    if adopting and owner is not None:
-        return RepositoryPlan(
-            refusal=Refusal(
-                Reason.CONFLICT,
-                f"ECR repository {desired.name} belongs to {describe_owner(owner)} (tag {OWNER_TAG});"
-                " nothing was changed. Choose another repositoryName.",
-            )
+    refusal = _ownership_refusal(desired, observed, adoption_allowed)
+    mismatch = encryption_mismatch(desired, observed.description)
+    if refusal is None and mismatch is not None:
+        refusal = Refusal(Reason.ENCRYPTION_MISMATCH, mismatch)
+    if refusal is not None:
+        return RepositoryPlan(refusal=refusal)
+    adopting = observed.owner != desired.owner
+    claim = [ClaimRepository(observed.description.arn, desired.owner)] if adopting else []
+    return RepositoryPlan(
+        (
+            *claim,
+            *_setting_actions(desired, observed.description),
+            *_tag_actions(desired, observed, adopting=adopting),
+            *_policy_actions(desired, observed),
         )
-    if adopting and desired.adoption is AdoptionPolicy.FAIL:
-        return RepositoryPlan(
-            refusal=Refusal(
-                Reason.ADOPTION_REFUSED,
-                f"ECR repository {desired.name} already exists and adoption is Fail; nothing was changed."
-                " Set adoption: Adopt to manage it, or choose another repositoryName.",
-            )
-        )
-    if adopting and not adoption_allowed:
-        return RepositoryPlan(
-            refusal=Refusal(
-                Reason.ADOPTION_NOT_ALLOWED,
-                f"ECR repository {desired.name} already exists without an owner tag ({OWNER_TAG}), and"
-                f" adopting an unowned repository is not allowed in namespace {desired.namespace}: the"
-                " cluster admin decides where, with ECR_OPERATOR_ADOPTION_NAMESPACES. Nothing was"
-                " changed. Choose another repositoryName; or, if this object created the repository and"
-                f" the tag was removed outside the operator, put back the tag {OWNER_TAG}={desired.owner}.",
-            )
-        )
-    mismatch = encryption_mismatch(desired, description)
-    if mismatch is not None:
-        return RepositoryPlan(refusal=Refusal(Reason.ENCRYPTION_MISMATCH, mismatch))
+    )
 
+
+def _ownership_refusal(
+    desired: DesiredRepository, observed: ObservedRepository, adoption_allowed: bool
+) -> Refusal | None:
+    """Why an existing repository is not this object's to manage, or None."""
+    owner = observed.owner
+    if owner == desired.owner:
+        return None
+    if owner is not None:
+        return Refusal(
+            Reason.CONFLICT,
+            f"ECR repository {desired.name} belongs to {describe_owner(owner)} (tag {OWNER_TAG});"
+            " nothing was changed. Choose another repositoryName.",
+        )
+    if desired.adoption is AdoptionPolicy.FAIL:
+        return Refusal(
+            Reason.ADOPTION_REFUSED,
+            f"ECR repository {desired.name} already exists and adoption is Fail; nothing was changed."
+            " Set adoption: Adopt to manage it, or choose another repositoryName.",
+        )
+    if not adoption_allowed:
+        return Refusal(
+            Reason.ADOPTION_NOT_ALLOWED,
+            f"ECR repository {desired.name} already exists without an owner tag ({OWNER_TAG}), and"
+            f" adopting an unowned repository is not allowed in namespace {desired.namespace}: the"
+            " cluster admin decides where, with ECR_OPERATOR_ADOPTION_NAMESPACES. Nothing was"
+            " changed. Choose another repositoryName; or, if this object created the repository and"
+            f" the tag was removed outside the operator, put back the tag {OWNER_TAG}={desired.owner}.",
+        )
+    return None
+
+
+def _setting_actions(
+    desired: DesiredRepository, description: RepositoryDescription
+) -> list[RepositoryAction]:
     actions: list[RepositoryAction] = []
-    if adopting:
-        actions.append(ClaimRepository(description.arn, desired.owner))
     if (desired.image_tag_mutability, desired.exclusion_filters) != (
         description.image_tag_mutability,
         description.exclusion_filters,
     ):
-        actions.append(
-            PutImageTagMutability(
-                desired.name, desired.image_tag_mutability, tuple(sorted(desired.exclusion_filters))
-            )
-        )
+        filters = tuple(sorted(desired.exclusion_filters))
+        actions.append(PutImageTagMutability(desired.name, desired.image_tag_mutability, filters))
     if desired.scan_on_push != description.scan_on_push:
         actions.append(PutImageScanningConfiguration(desired.name, desired.scan_on_push))
+    return actions
+
+
+def _tag_actions(
+    desired: DesiredRepository, observed: ObservedRepository, *, adopting: bool
+) -> list[TagRepository | UntagRepository]:
     current_tags = dict(observed.tags)
     wanted_tags = dict(desired.tags)
-    if adopting:
+    if adopting:  # ClaimRepository has put these two already
         current_tags |= {OWNER_TAG: desired.owner, ADOPTED_TAG: ADOPTED_TAG_VALUE}
     # Once adopted, always adopted: the tag is what keeps the repository from being deleted by default.
     if ADOPTED_TAG in current_tags:
         wanted_tags[ADOPTED_TAG] = current_tags[ADOPTED_TAG]
-    actions.extend(plan_tags(description.arn, wanted_tags, current_tags))
-    actions.extend(_policy_actions(desired, observed))
-    return RepositoryPlan(tuple(actions))
+    return plan_tags(observed.description.arn, wanted_tags, current_tags)
 
 
 def _create(desired: DesiredRepository) -> CreateRepository:
