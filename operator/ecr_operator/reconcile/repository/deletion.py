@@ -59,34 +59,49 @@ def plan_deletion(
         )
     )
 
-    def plan(outcome: DeletionOutcome, message: str, *extra: Action) -> DeletionPlan:
-        return DeletionPlan(outcome, (*removals, *extra), message, left_alone)
+    outcome, message, extra = _repository_fate(
+        repository_name, deletion_policy, owner, observed, adopted_deletion_allowed, namespace
+    )
+    return DeletionPlan(outcome, (*removals, *extra), message, left_alone)
 
+
+def _repository_fate(
+    repository_name: str,
+    deletion_policy: DeletionPolicy,
+    owner: str,
+    observed: ObservedRepository | None,
+    adopted_deletion_allowed: bool,
+    namespace: str,
+) -> tuple[DeletionOutcome, str, tuple[Action, ...]]:
+    """What happens to the repository itself: the outcome, its message, and the call (if any)."""
     if deletion_policy is DeletionPolicy.RETAIN:
-        return plan(
+        return (
             "retain",
             f"ECR repository {repository_name} and its images were retained (deletionPolicy Retain).",
+            (),
         )
     if observed is None:
-        return plan("gone", f"ECR repository {repository_name} does not exist.")
+        return "gone", f"ECR repository {repository_name} does not exist.", ()
     if observed.owner != owner:
         holder = describe_owner(observed.owner) if observed.owner else "no owner tag"
-        return plan(
+        return (
             "not-owned",
             f"ECR repository {repository_name} was left alone: it is not this object's ({holder}).",
+            (),
         )
     if observed.adopted and not adopted_deletion_allowed:
-        return plan(
+        return (
             "adopted",
             f"ECR repository {repository_name} and its images were retained although deletionPolicy is"
             f" {deletion_policy.value}: it existed before this object adopted it (tag {ADOPTED_TAG}), and"
             f" adopted repositories are deleted only in namespaces the cluster admin lists in"
             f" ECR_OPERATOR_ADOPTED_DELETION_NAMESPACES (namespace {namespace} is not).",
+            (),
         )
     force = deletion_policy is DeletionPolicy.FORCE_DELETE
-    return plan(
+    return (
         "delete",
         f"ECR repository {repository_name} was deleted"
         + (" with its images (deletionPolicy ForceDelete)." if force else " (deletionPolicy DeleteIfEmpty)."),
-        DeleteRepository(repository_name, force=force),
+        (DeleteRepository(repository_name, force=force),),
     )

@@ -134,32 +134,9 @@ def plan_identity_policies(
     in_place = tuple(
         sorted(role for role, document in observed.items() if is_own_identity_policy(document, stamp))
     )
-    foreign = [role for role in roles if role.account is not None and role.account != repository.registry_id]
-    if foreign:
-        names = ", ".join(role.name for role in foreign)
-        return IdentityPlan(
-            refusal=Refusal(
-                Reason.INVALID_SPEC,
-                f"access.identityPolicies: role(s) {names} are not in the registry's account"
-                f" {repository.registry_id}; identity policies can only be put on roles of that account.",
-            ),
-            in_place=in_place,
-        )
-    refused = [
-        identity_role_arn(role, repository)
-        for role in roles
-        if not role_allowed(identity_role_arn(role, repository))
-    ]
-    if refused:
-        return IdentityPlan(
-            refusal=Refusal(
-                Reason.IDENTITY_ROLE_NOT_ALLOWED,
-                f"access.identityPolicies: {', '.join(refused)} may not carry identity policies for"
-                f" namespace {namespace}: the cluster admin must allow the role in"
-                " ECR_OPERATOR_ALLOWED_IDENTITY_POLICY_ROLES. No identity policy was changed.",
-            ),
-            in_place=in_place,
-        )
+    refusal = _role_refusal(roles, repository, role_allowed, namespace)
+    if refusal is not None:
+        return IdentityPlan(refusal=refusal, in_place=in_place)
     actions: list[IdentityAction] = []
     wanted = {role.name: role for role in roles}
     for name, role in sorted(wanted.items()):
@@ -174,6 +151,36 @@ def plan_identity_policies(
         elif current is not None:
             left_alone.append(stale)
     return IdentityPlan(tuple(actions), in_place=in_place, left_alone=tuple(left_alone))
+
+
+def _role_refusal(
+    roles: Sequence[IdentityRole],
+    repository: RepositoryDescription,
+    role_allowed: Callable[[str], bool],
+    namespace: str,
+) -> Refusal | None:
+    """Why the spec's roles may not carry identity policies, or None."""
+    foreign = [role for role in roles if role.account is not None and role.account != repository.registry_id]
+    if foreign:
+        names = ", ".join(role.name for role in foreign)
+        return Refusal(
+            Reason.INVALID_SPEC,
+            f"access.identityPolicies: role(s) {names} are not in the registry's account"
+            f" {repository.registry_id}; identity policies can only be put on roles of that account.",
+        )
+    refused = [
+        identity_role_arn(role, repository)
+        for role in roles
+        if not role_allowed(identity_role_arn(role, repository))
+    ]
+    if refused:
+        return Refusal(
+            Reason.IDENTITY_ROLE_NOT_ALLOWED,
+            f"access.identityPolicies: {', '.join(refused)} may not carry identity policies for"
+            f" namespace {namespace}: the cluster admin must allow the role in"
+            " ECR_OPERATOR_ALLOWED_IDENTITY_POLICY_ROLES. No identity policy was changed.",
+        )
+    return None
 
 
 def roles_after(in_place: Iterable[str], applied: Iterable[Action]) -> tuple[str, ...]:
