@@ -36,7 +36,7 @@ from ecr_operator.reconcile.repository.actions import (
     UntagRepository,
     changed_aspects,
 )
-from ecr_operator.reconcile.repository.deletion import plan_deletion
+from ecr_operator.reconcile.repository.deletion import DeletionPlan, plan_deletion
 from ecr_operator.reconcile.repository.desired import (
     DesiredRepository,
     IdentityRole,
@@ -1081,6 +1081,11 @@ def owned(tags: dict[str, str] | None = None) -> ObservedRepository:
 MINE = {"r": identity_policy_document(ARN, "pull", STAMP)}
 
 
+def deletion_plan(**arguments: Any) -> DeletionPlan:
+    """``plan_deletion`` for this module's object (its name, owner and stamp)."""
+    return plan_deletion(repository_name=NAME, owner=OWNER, stamp=STAMP, **arguments)
+
+
 @pytest.mark.parametrize(
     ("policy", "outcome", "repository_action"),
     [
@@ -1092,12 +1097,9 @@ MINE = {"r": identity_policy_document(ARN, "pull", STAMP)}
 def test_deletion_follows_the_deletion_policy_and_always_removes_identity_policies(
     policy: DeletionPolicy, outcome: str, repository_action: DeleteRepository | None
 ) -> None:
-    plan = plan_deletion(
-        repository_name=NAME,
+    plan = deletion_plan(
         deletion_policy=policy,
-        owner=OWNER,
         observed=owned(),
-        stamp=STAMP,
         identity_policies=MINE,
     )
 
@@ -1108,12 +1110,9 @@ def test_deletion_follows_the_deletion_policy_and_always_removes_identity_polici
 
 def test_deletion_removes_only_policies_iam_shows_are_this_objects() -> None:
     # F3 at deletion: status said {victim-role, prod-access}; the operator looked under its own name.
-    plan = plan_deletion(
-        repository_name=NAME,
+    plan = deletion_plan(
         deletion_policy=DeletionPolicy.RETAIN,
-        owner=OWNER,
         observed=None,
-        stamp=STAMP,
         identity_policies={
             "victim-role": None,
             "renamed-by-hand": {
@@ -1131,12 +1130,9 @@ def test_deletion_removes_only_policies_iam_shows_are_this_objects() -> None:
 def test_force_delete_never_deletes_a_repository_that_is_not_provably_the_objects(
     tags: dict[str, str],
 ) -> None:
-    plan = plan_deletion(
-        repository_name=NAME,
+    plan = deletion_plan(
         deletion_policy=DeletionPolicy.FORCE_DELETE,
-        owner=OWNER,
         observed=owned(tags),
-        stamp=STAMP,
         identity_policies={},
     )
 
@@ -1150,21 +1146,15 @@ def test_an_adopted_repository_is_retained_unless_the_admin_allows_deleting_adop
 ) -> None:
     adopted = owned({OWNER_TAG: OWNER, ADOPTED_TAG: "true"})
 
-    kept = plan_deletion(
-        repository_name=NAME,
+    kept = deletion_plan(
         deletion_policy=policy,
-        owner=OWNER,
         observed=adopted,
-        stamp=STAMP,
         identity_policies=MINE,
         namespace="team",
     )
-    allowed = plan_deletion(
-        repository_name=NAME,
+    allowed = deletion_plan(
         deletion_policy=policy,
-        owner=OWNER,
         observed=adopted,
-        stamp=STAMP,
         identity_policies=MINE,
         adopted_deletion_allowed=True,
     )
@@ -1178,12 +1168,9 @@ def test_an_adopted_repository_is_retained_unless_the_admin_allows_deleting_adop
 
 
 def test_retain_needs_no_look_at_the_repository() -> None:
-    plan = plan_deletion(
-        repository_name=NAME,
+    plan = deletion_plan(
         deletion_policy=DeletionPolicy.RETAIN,
-        owner=OWNER,
         observed=None,
-        stamp=STAMP,
         identity_policies={},
     )
 
@@ -1191,12 +1178,9 @@ def test_retain_needs_no_look_at_the_repository() -> None:
 
 
 def test_deleting_an_object_whose_repository_is_gone_only_removes_its_policies() -> None:
-    plan = plan_deletion(
-        repository_name=NAME,
+    plan = deletion_plan(
         deletion_policy=DeletionPolicy.FORCE_DELETE,
-        owner=OWNER,
         observed=None,
-        stamp=STAMP,
         identity_policies={},
     )
 
