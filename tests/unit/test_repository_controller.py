@@ -339,3 +339,34 @@ def test_a_repository_that_is_not_empty_holds_the_deletion_and_says_so_once() ->
         ("Warning", "RepositoryNotEmpty")
     ]
     assert NAME in world.ecr.repositories
+
+
+def test_a_field_someone_else_patched_in_is_taken_over_then_dropped() -> None:
+    world = harness()
+    world.reconcile(repository_object())
+    forged = {**world.stored_status(), "identityPolicies": [{"roleName": "victim", "policyName": "p"}]}
+    writes = len(world.kube.status_writes)
+
+    world.reconcile(repository_object(forged, generation=2))
+
+    take_over, final = (status for _, status in world.kube.status_writes[writes:])
+    assert take_over["identityPolicies"] == forged["identityPolicies"]
+    assert "identityPolicies" not in final
+
+
+def test_a_field_this_controller_applied_is_dropped_in_one_write() -> None:
+    world = harness()
+    world.reconcile(repository_object())
+    ours = {**world.stored_status(), "identityPolicies": [{"roleName": "ci", "policyName": "p"}]}
+    applied = {
+        "manager": "ecr-operator-repository",
+        "operation": "Apply",
+        "subresource": "status",
+        "fieldsV1": {"f:status": {"f:identityPolicies": {}, "f:conditions": {}}},
+    }
+    writes = len(world.kube.status_writes)
+
+    world.reconcile(dataclasses.replace(repository_object(ours, generation=2), managed_fields=(applied,)))
+
+    [(_, final)] = world.kube.status_writes[writes:]
+    assert "identityPolicies" not in final

@@ -34,7 +34,7 @@ from ecr_operator.aws.iam import IamRolePolicies
 from ecr_operator.conditions import EventNote
 from ecr_operator.config import Settings
 from ecr_operator.drift import DriftSchedule
-from ecr_operator.kube import Kube, KubeApiError, ObjectReference
+from ecr_operator.kube import Kube, KubeApiError, ObjectReference, status_field_manager
 from ecr_operator.locks import KeyedLocks
 from ecr_operator.metrics import Metrics, ObjectReadiness
 from ecr_operator.reconcile.backoff import backoff_delay
@@ -68,11 +68,13 @@ from ecr_operator.reconcile.repository.observed import RepositoryDescription
 from ecr_operator.reconcile.repository.plan import plan_repository
 from ecr_operator.reconcile.repository.status import (
     SyncResult,
+    applied_status_fields,
     deletion_status,
     owned_status,
     ready_status,
     repository_events,
     repository_status,
+    stranded_fields,
     was_converged,
 )
 from ecr_operator.reconcile.repository.vocabulary import (
@@ -107,6 +109,8 @@ class RepositoryObject:
     generation: int | None
     spec: Mapping[str, Any]
     status: Mapping[str, Any]
+    managed_fields: tuple[Mapping[str, Any], ...] = ()
+    """``metadata.managedFields``: which status fields this controller's applies own."""
     log: ObjectLogger = logger
     """Where to log about this object (kopf's per-object logger adds the object to every record)."""
 
@@ -536,12 +540,21 @@ class RepositoryController:
         """
         if status == owned_status(obj.status):
             return
+        applied = applied_status_fields(obj.managed_fields, status_field_manager(STATUS_MANAGER))
+        stranded = stranded_fields(obj.status, status, applied)
         try:
-            await self._kube.apply_status(ECR_REPOSITORY, obj.namespace, obj.name, STATUS_MANAGER, status)
+            if stranded:
+                # An apply removes only fields this manager owns: take the others over first (rare: a
+                # status someone else patched), so that the apply of the real status drops them.
+                await self._apply_status(obj, {**status, **stranded})
+            await self._apply_status(obj, status)
         except KubeApiError as error:
             if not error.not_found:
                 raise
             # The object was deleted meanwhile: there is no status left to tell the truth in.
+
+    async def _apply_status(self, obj: RepositoryObject, status: Mapping[str, Any]) -> None:
+        await self._kube.apply_status(ECR_REPOSITORY, obj.namespace, obj.name, STATUS_MANAGER, status)
 
     async def _post(self, obj: RepositoryObject, events: Iterable[EventNote]) -> None:
         for event in events:

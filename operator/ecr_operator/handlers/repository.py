@@ -58,6 +58,7 @@ def _object(body: kopf.Body, logger: kopf.Logger) -> RepositoryObject:
         generation=metadata.get("generation"),
         spec=dict(body.spec),
         status=dict(body.get("status") or {}),
+        managed_fields=tuple(metadata.get("managedFields") or ()),
         log=logger,
     )
 

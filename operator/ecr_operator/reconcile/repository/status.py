@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -108,6 +108,31 @@ def owned_status(status: Mapping[str, Any] | None) -> dict[str, Any]:
     ]
     owned["conditions"] = set_conditions(conditions, (), _NO_TIME)
     return owned
+
+
+def applied_status_fields(managed_fields: Iterable[Mapping[str, Any]], manager: str) -> frozenset[str]:
+    """The top-level status fields ``manager`` owns by server-side apply, from ``metadata.managedFields``."""
+    owned: set[str] = set()
+    for entry in managed_fields:
+        if entry.get("manager") != manager or entry.get("subresource") != "status":
+            continue
+        fields = (entry.get("fieldsV1") or {}).get("f:status") or {}
+        owned |= {key.removeprefix("f:") for key in fields if key.startswith("f:")}
+    return frozenset(owned)
+
+
+def stranded_fields(
+    previous: Mapping[str, Any] | None, status: Mapping[str, Any], applied: frozenset[str]
+) -> dict[str, Any]:
+    """Fields of ``previous`` that ``status`` leaves out but that were not applied by this controller (a
+    tenant's patch, an older operator's merge patch): leaving them out of an apply would not remove them.
+    Returned with their current values, so that one apply can take them over and the next drop them."""
+    previous = previous or {}
+    return {
+        key: previous[key]
+        for key in OWNED_FIELDS
+        if previous.get(key) is not None and key not in status and key not in applied
+    }
 
 
 def repository_status(
