@@ -18,6 +18,7 @@ import kubernetes.client
 from ecr_operator.api.common import ResourceInfo
 from ecr_operator.config import Settings
 from ecr_operator.kube.client import KubeApiError, call_api, load_api_client
+from ecr_operator.kube.managed_fields import claim_status_fields
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -190,8 +191,27 @@ class Kube:
         ``manager`` owns; returns the whole status as stored.
 
         A field (or condition type) this manager applied before and leaves out now is removed; fields other
-        managers own are left alone. ``force`` takes over a field another manager last set (a condition
-        written by an older version of the operator) instead of failing with a conflict."""
+        managers own are left alone. ``force`` takes over a field someone else last set instead of failing
+        with a conflict, and a field this manager applies is then made its own alone (``managed_fields``),
+        so that leaving it out later still removes it."""
+        try:
+            applied = await self._apply_status(resource, namespace, name, manager, status)
+        except KubeApiError as error:
+            # Leaving out a condition whose key a writer outside the operator co-owns leaves a bare ``type``
+            # the schema refuses: claim what this manager owned, and apply again.
+            if error.status != 422:
+                raise
+            found = await self._current(resource, namespace, name)
+            if not await self._claim_status_fields(resource, found, manager):
+                raise
+            applied = await self._apply_status(resource, namespace, name, manager, status)
+        else:
+            await self._claim_status_fields(resource, applied, manager)
+        return dict(applied.get("status") or {})
+
+    async def _apply_status(
+        self, resource: ResourceInfo, namespace: str, name: str, manager: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
         body = {
             "apiVersion": f"{resource.group}/{resource.version}",
             "kind": resource.kind,
@@ -211,7 +231,60 @@ class Kube:
             force=True,
             _content_type=APPLY_PATCH,
         )
-        return dict(applied.get("status") or {})
+        return dict(applied)
+
+    async def _current(self, resource: ResourceInfo, namespace: str, name: str) -> dict[str, Any]:
+        """The object as stored, read with the ``patch`` verb (a patch that only tests its name changes
+        nothing): the chart grants no ``get`` on ImageMirrors, whose controller reads them from its watch."""
+        current = await call_api(
+            f"read {resource.kind} {namespace}/{name}",
+            self._custom.patch_namespaced_custom_object,
+            resource.group,
+            resource.version,
+            namespace,
+            resource.plural,
+            name,
+            [{"op": "test", "path": "/metadata/name", "value": name}],
+            _content_type=JSON_PATCH,
+        )
+        return dict(current)
+
+    async def _claim_status_fields(
+        self, resource: ResourceInfo, found: Mapping[str, Any], manager: str
+    ) -> bool:
+        """Take the status fields ``manager`` owns away from writers outside the operator; False when none
+        shared one, or the object changed meanwhile (the next apply tries again)."""
+        metadata = found.get("metadata") or {}
+        claimed = claim_status_fields(
+            metadata.get("managedFields") or [], status_field_manager(manager), status_field_manager("")
+        )
+        if claimed is None:
+            return False
+        namespace, name = metadata.get("namespace"), metadata.get("name")
+        try:
+            await call_api(
+                f"claim {resource.kind} {namespace}/{name} status fields",
+                self._custom.patch_namespaced_custom_object,
+                resource.group,
+                resource.version,
+                namespace,
+                resource.plural,
+                name,
+                [
+                    {
+                        "op": "test",
+                        "path": "/metadata/resourceVersion",
+                        "value": metadata.get("resourceVersion"),
+                    },
+                    {"op": "replace", "path": "/metadata/managedFields", "value": claimed},
+                ],
+                _content_type=JSON_PATCH,
+            )
+        except KubeApiError as error:
+            if error.status in (409, 422):  # the test failed: the object moved on
+                return False
+            raise
+        return True
 
     # --- delete ---------------------------------------------------------------------------------------
 
