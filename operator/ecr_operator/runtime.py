@@ -27,6 +27,7 @@ from ecr_operator.config import Settings
 from ecr_operator.controllers.mirror import MirrorController
 from ecr_operator.controllers.mirror_registries import MirrorRegistries
 from ecr_operator.controllers.pullsecrets import PullSecretController
+from ecr_operator.controllers.repository import RepositoryController
 from ecr_operator.drift import DriftSchedule
 from ecr_operator.kube import Kube
 from ecr_operator.locks import KeyedLocks
@@ -70,6 +71,8 @@ class Runtime:
     """ImageMirror syncs: one loop per mirror, fair slots, per-mirror wake-ups."""
     pull_secrets: PullSecretController
     """Pull-secret rotation; the handlers hand it kopf's indexes once kopf has them."""
+    repositories: RepositoryController
+    """EcrRepository reconciles, drift checks and deletions."""
 
     @classmethod
     def create(cls, settings: Settings, kube: Kube) -> Runtime:
@@ -78,8 +81,9 @@ class Runtime:
         aws = AwsClients(metrics, allowed_regions=settings.allowed_regions)
         registry_login = RegistryLogin(settings.registry_host_overrides, ca_bundle=settings.ca_bundle)
         ecr_tokens = ecr_token_cache(aws, registry_login, settings)
-        ecr = EcrRepositories(aws)
-        readiness = ObjectReadiness(metrics.objects)
+        ecr, iam = EcrRepositories(aws), IamRolePolicies(aws)
+        drift = DriftSchedule(settings.drift_interval.total_seconds(), settings.drift_jitter.total_seconds())
+        repository_locks, readiness = KeyedLocks(), ObjectReadiness(metrics.objects)
         mirror_registries = MirrorRegistries(settings)
         return cls(
             settings=settings,
@@ -91,14 +95,12 @@ class Runtime:
             ),
             aws=aws,
             ecr=ecr,
-            iam=IamRolePolicies(aws),
+            iam=iam,
             kube=kube,
             registry_login=registry_login,
             ecr_tokens=ecr_tokens,
-            drift=DriftSchedule(
-                settings.drift_interval.total_seconds(), settings.drift_jitter.total_seconds()
-            ),
-            repository_locks=KeyedLocks(),
+            drift=drift,
+            repository_locks=repository_locks,
             readiness=readiness,
             mirror_registries=mirror_registries,
             mirroring=MirrorController(
@@ -113,6 +115,16 @@ class Runtime:
             ),
             pull_secrets=PullSecretController(
                 settings, metrics, ecr_tokens, kube, CallerAccount(sts_caller_account(aws))
+            ),
+            repositories=RepositoryController(
+                settings,
+                ecr=ecr,
+                iam=iam,
+                kube=kube,
+                locks=repository_locks,
+                drift=drift,
+                metrics=metrics,
+                readiness=readiness,
             ),
         )
 

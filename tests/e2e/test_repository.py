@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 import repository_support as support
 
-from ecr_operator.reconcile.repository import identity_policy_stamp
+from ecr_operator.reconcile.repository.vocabulary import identity_policy_stamp
 from ecr_sandbox.world import World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]

@@ -25,16 +25,13 @@ from ecr_operator.aws.iam import IamRolePolicies
 from ecr_operator.aws.session import AwsClients
 from ecr_operator.metrics import Metrics
 from ecr_operator.reconcile.identity import AwsIdentity
-from ecr_operator.reconcile.repository import (
-    ADOPTED_TAG,
-    OWNER_TAG,
+from ecr_operator.reconcile.repository.actions import (
     ClaimRepository,
     CreateRepository,
     DeleteLifecyclePolicy,
     DeleteRepository,
     DeleteRepositoryPolicy,
     DeleteRolePolicy,
-    ManagedPolicy,
     PutImageScanningConfiguration,
     PutImageTagMutability,
     PutLifecyclePolicy,
@@ -42,10 +39,13 @@ from ecr_operator.reconcile.repository import (
     SetRepositoryPolicy,
     TagRepository,
     UntagRepository,
+)
+from ecr_operator.reconcile.repository.identity_policies import (
+    ManagedPolicy,
     identity_policy_document,
-    identity_policy_stamp,
     is_own_identity_policy,
 )
+from ecr_operator.reconcile.repository.vocabulary import ADOPTED_TAG, OWNER_TAG, identity_policy_stamp
 from ecr_sandbox.world import World
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -22,7 +22,7 @@ from ecr_operator.aws.session import (
 from ecr_operator.aws.tokens import EcrTokenSource, TokenRefreshError
 from ecr_operator.config import InvalidSettingsError, load_settings
 from ecr_operator.reconcile.identity import AwsIdentity
-from ecr_operator.reconcile.repository import classify_aws_failure
+from ecr_operator.reconcile.repository.failures import classify_aws_failure
 
 pytestmark = pytest.mark.unit
 

@@ -27,12 +27,8 @@ from ecr_operator.kube import KubeApiError, ObjectReference, SecretView
 from ecr_operator.metrics import Metrics, ObjectReadiness
 from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.reconcile.mirror import SlotLimits
-from ecr_operator.reconcile.repository import (
-    OWNER_TAG,
-    ObservedRepository,
-    RepositoryDescription,
-    owner_tag_value,
-)
+from ecr_operator.reconcile.repository.observed import ObservedRepository, RepositoryDescription
+from ecr_operator.reconcile.repository.vocabulary import OWNER_TAG, owner_tag_value
 from ecr_operator.registry.auth import Anonymous, CredentialsProvider
 from ecr_operator.registry.client import ManifestHead, PushedManifest, TagList
 from ecr_operator.registry.errors import AuthError, NotFound

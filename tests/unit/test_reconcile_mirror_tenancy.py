@@ -41,7 +41,7 @@ from ecr_operator.reconcile.mirror import (
     select_tags,
     unexpected_failure,
 )
-from ecr_operator.reconcile.repository import OWNER_TAG, owner_tag_value
+from ecr_operator.reconcile.repository.vocabulary import OWNER_TAG, owner_tag_value
 from ecr_operator.registry.reference import parse_reference
 from ecr_operator.registry.results import ImageCopyResult
 from ecr_operator.tag_patterns import InvalidTagPattern, compile_tag_pattern

@@ -20,52 +20,60 @@ from ecr_operator.api.repository import AdoptionPolicy, DeletionPolicy, EcrRepos
 from ecr_operator.config import Settings
 from ecr_operator.reconcile.backoff import backoff_delay
 from ecr_operator.reconcile.policy import PULL_ACTIONS, render_policy
-from ecr_operator.reconcile.repository import (
-    ADOPTED_TAG,
-    OWNER_TAG,
+from ecr_operator.reconcile.repository.actions import (
     ClaimRepository,
     CreateRepository,
     DeleteLifecyclePolicy,
     DeleteRepository,
     DeleteRepositoryPolicy,
     DeleteRolePolicy,
-    DesiredRepository,
-    IdentityRole,
-    ManagedPolicy,
-    ObservedRepository,
-    Problem,
     PutImageScanningConfiguration,
     PutImageTagMutability,
     PutLifecyclePolicy,
     PutRolePolicy,
-    Reason,
-    Refusal,
-    RepositoryDescription,
     SetRepositoryPolicy,
-    SpecError,
-    SyncResult,
     TagRepository,
     UntagRepository,
     changed_aspects,
-    classify_aws_failure,
+)
+from ecr_operator.reconcile.repository.deletion import DeletionPlan, plan_deletion
+from ecr_operator.reconcile.repository.desired import (
+    DesiredRepository,
+    IdentityRole,
+    Refusal,
+    SpecError,
     desired_repository,
-    identity_policy_document,
-    identity_policy_name,
-    identity_policy_stamp,
     identity_roles,
+    tenancy_refusal,
+)
+from ecr_operator.reconcile.repository.failures import Problem, classify_aws_failure
+from ecr_operator.reconcile.repository.identity_policies import (
+    ManagedPolicy,
+    identity_policy_document,
     identity_roles_in_status,
     is_own_identity_policy,
-    owner_tag_value,
-    partition_of,
-    plan_deletion,
     plan_identity_policies,
-    plan_repository,
+    roles_after,
+)
+from ecr_operator.reconcile.repository.observed import ObservedRepository, RepositoryDescription
+from ecr_operator.reconcile.repository.plan import plan_repository
+from ecr_operator.reconcile.repository.status import (
+    SyncResult,
+    deletion_status,
+    owned_status,
     repository_conditions,
     repository_events,
-    repository_status_patch,
-    roles_after,
-    tenancy_refusal,
+    repository_status,
     was_converged,
+)
+from ecr_operator.reconcile.repository.vocabulary import (
+    ADOPTED_TAG,
+    OWNER_TAG,
+    Reason,
+    identity_policy_name,
+    identity_policy_stamp,
+    owner_tag_value,
+    partition_of,
 )
 
 pytestmark = pytest.mark.unit
@@ -1073,6 +1081,11 @@ def owned(tags: dict[str, str] | None = None) -> ObservedRepository:
 MINE = {"r": identity_policy_document(ARN, "pull", STAMP)}
 
 
+def deletion_plan(**arguments: Any) -> DeletionPlan:
+    """``plan_deletion`` for this module's object (its name, owner and stamp)."""
+    return plan_deletion(repository_name=NAME, owner=OWNER, stamp=STAMP, **arguments)
+
+
 @pytest.mark.parametrize(
     ("policy", "outcome", "repository_action"),
     [
@@ -1084,12 +1097,9 @@ MINE = {"r": identity_policy_document(ARN, "pull", STAMP)}
 def test_deletion_follows_the_deletion_policy_and_always_removes_identity_policies(
     policy: DeletionPolicy, outcome: str, repository_action: DeleteRepository | None
 ) -> None:
-    plan = plan_deletion(
-        repository_name=NAME,
+    plan = deletion_plan(
         deletion_policy=policy,
-        owner=OWNER,
         observed=owned(),
-        stamp=STAMP,
         identity_policies=MINE,
     )
 
@@ -1100,12 +1110,9 @@ def test_deletion_follows_the_deletion_policy_and_always_removes_identity_polici
 
 def test_deletion_removes_only_policies_iam_shows_are_this_objects() -> None:
     # F3 at deletion: status said {victim-role, prod-access}; the operator looked under its own name.
-    plan = plan_deletion(
-        repository_name=NAME,
+    plan = deletion_plan(
         deletion_policy=DeletionPolicy.RETAIN,
-        owner=OWNER,
         observed=None,
-        stamp=STAMP,
         identity_policies={
             "victim-role": None,
             "renamed-by-hand": {
@@ -1123,12 +1130,9 @@ def test_deletion_removes_only_policies_iam_shows_are_this_objects() -> None:
 def test_force_delete_never_deletes_a_repository_that_is_not_provably_the_objects(
     tags: dict[str, str],
 ) -> None:
-    plan = plan_deletion(
-        repository_name=NAME,
+    plan = deletion_plan(
         deletion_policy=DeletionPolicy.FORCE_DELETE,
-        owner=OWNER,
         observed=owned(tags),
-        stamp=STAMP,
         identity_policies={},
     )
 
@@ -1142,21 +1146,15 @@ def test_an_adopted_repository_is_retained_unless_the_admin_allows_deleting_adop
 ) -> None:
     adopted = owned({OWNER_TAG: OWNER, ADOPTED_TAG: "true"})
 
-    kept = plan_deletion(
-        repository_name=NAME,
+    kept = deletion_plan(
         deletion_policy=policy,
-        owner=OWNER,
         observed=adopted,
-        stamp=STAMP,
         identity_policies=MINE,
         namespace="team",
     )
-    allowed = plan_deletion(
-        repository_name=NAME,
+    allowed = deletion_plan(
         deletion_policy=policy,
-        owner=OWNER,
         observed=adopted,
-        stamp=STAMP,
         identity_policies=MINE,
         adopted_deletion_allowed=True,
     )
@@ -1170,12 +1168,9 @@ def test_an_adopted_repository_is_retained_unless_the_admin_allows_deleting_adop
 
 
 def test_retain_needs_no_look_at_the_repository() -> None:
-    plan = plan_deletion(
-        repository_name=NAME,
+    plan = deletion_plan(
         deletion_policy=DeletionPolicy.RETAIN,
-        owner=OWNER,
         observed=None,
-        stamp=STAMP,
         identity_policies={},
     )
 
@@ -1183,12 +1178,9 @@ def test_retain_needs_no_look_at_the_repository() -> None:
 
 
 def test_deleting_an_object_whose_repository_is_gone_only_removes_its_policies() -> None:
-    plan = plan_deletion(
-        repository_name=NAME,
+    plan = deletion_plan(
         deletion_policy=DeletionPolicy.FORCE_DELETE,
-        owner=OWNER,
         observed=None,
-        stamp=STAMP,
         identity_policies={},
     )
 
@@ -1270,6 +1262,16 @@ CREATED = SyncResult(
     applied=(plan_repository(desired(), None).actions[0],),
     managed_policies=(),
 )
+
+
+def repository_status_patch(status: dict[str, Any], result: SyncResult, **when: Any) -> dict[str, Any] | None:
+    """What the whole status a reconcile computes changes on the object, as a merge patch (None: nothing;
+    a None value: the field goes): the write the controller makes, or skips."""
+    before = owned_status(status)
+    after = repository_status(status, result, **when)
+    changed = {key: value for key, value in after.items() if before.get(key) != value}
+    changed |= {key: None for key in before if key not in after}
+    return changed or None
 
 
 def conditions_of(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -1430,3 +1432,37 @@ def test_a_failure_is_announced_when_it_starts_not_on_every_retry() -> None:
         (e.type, e.reason)
         for e in repository_events(status, SyncResult(repository=description()), drift=False)
     ] == [("Normal", "RepositoryRecovered")]
+
+
+def test_the_whole_status_holds_only_what_this_controller_owns() -> None:
+    pull_secret_ready = {"type": "PullSecretReady", "status": "True", "reason": "SecretsWritten"}
+    created = repository_status({}, CREATED, generation=1, now=NOW, drift=False)
+    on_the_object = {**created, "conditions": [*created["conditions"], pull_secret_ready]}
+
+    assert [entry["type"] for entry in owned_status(on_the_object)["conditions"]] == ["Ready", "Synced"]
+    idle = SyncResult(repository=description(), managed_policies=())
+    assert repository_status(on_the_object, idle, generation=1, now=NOW, drift=True) == owned_status(
+        on_the_object
+    )
+
+
+def test_a_deletion_that_cannot_finish_says_why_and_which_policies_remain() -> None:
+    created = repository_status(
+        {},
+        SyncResult(repository=description(), managed_policies=(ManagedPolicy("a", "p"),)),
+        generation=1,
+        now=NOW,
+        drift=False,
+    )
+    not_empty = Problem(Reason.REPOSITORY_NOT_EMPTY, "still holds images", "failed")
+
+    status = deletion_status(created, not_empty, generation=1, now=NOW, managed_policies=())
+
+    assert conditions_of(status) == {
+        "Ready": ("False", "RepositoryNotEmpty"),
+        "Synced": ("False", "RepositoryNotEmpty"),
+    }
+    assert "identityPolicies" not in status
+    assert status["repositoryUri"] == URI
+    untouched = deletion_status(created, not_empty, generation=1, now=NOW, managed_policies=None)
+    assert untouched["identityPolicies"] == [{"roleName": "a", "policyName": "p"}]

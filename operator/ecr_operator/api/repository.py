@@ -310,8 +310,8 @@ def _any_rule_is_last(rules: list[LifecycleRule]) -> bool:
     return not any_rules or rules[-1].selection.tag_status == TagStatus.ANY
 
 
-# ECR's limit on a lifecycle policy document.
-MAX_LIFECYCLE_POLICY_CHARS = 30720
+# ECR's limit on a lifecycle policy document (the schema's maxLength and the compiled policy's check).
+MAX_LIFECYCLE_POLICY_CHARS = 30_720
 
 
 class LifecyclePolicy(ApiModel):

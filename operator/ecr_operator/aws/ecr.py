@@ -14,32 +14,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ecr_operator.aws.calls import AwsCallFailed, call_aws
 from ecr_operator.aws.session import AwsClients
 from ecr_operator.reconcile.identity import AwsIdentity
-from ecr_operator.reconcile.repository import (
-    ADOPTED_TAG,
-    ADOPTED_TAG_VALUE,
-    OWNER_TAG,
+from ecr_operator.reconcile.repository.actions import (
     ClaimRepository,
     CreateRepository,
     DeleteLifecyclePolicy,
     DeleteRepository,
     DeleteRepositoryPolicy,
-    ObservedRepository,
     PutImageScanningConfiguration,
     PutImageTagMutability,
     PutLifecyclePolicy,
     RepositoryAction,
-    RepositoryDescription,
     SetRepositoryPolicy,
     TagRepository,
     UntagRepository,
 )
+from ecr_operator.reconcile.repository.observed import ObservedRepository, RepositoryDescription
+from ecr_operator.reconcile.repository.vocabulary import ADOPTED_TAG, ADOPTED_TAG_VALUE, OWNER_TAG
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr import ECRClient
@@ -239,181 +236,194 @@ class EcrRepositories:
 
     async def lifecycle_policy(self, registry: RegistryRef, name: str) -> str | None:
         client = await self._client(registry)
-        response = await self._read_policy(
-            registry, name, "GetLifecyclePolicy", client.get_lifecycle_policy, LIFECYCLE_POLICY_NOT_FOUND
+        response = await _unless_absent(
+            LIFECYCLE_POLICY_NOT_FOUND,
+            "GetLifecyclePolicy",
+            client.get_lifecycle_policy,
+            **_named(registry, name),
         )
         return None if response is None else response.get("lifecyclePolicyText")
 
     async def repository_policy(self, registry: RegistryRef, name: str) -> str | None:
         client = await self._client(registry)
-        response = await self._read_policy(
-            registry, name, "GetRepositoryPolicy", client.get_repository_policy, REPOSITORY_POLICY_NOT_FOUND
+        response = await _unless_absent(
+            REPOSITORY_POLICY_NOT_FOUND,
+            "GetRepositoryPolicy",
+            client.get_repository_policy,
+            **_named(registry, name),
         )
         return None if response is None else response.get("policyText")
-
-    async def _read_policy(
-        self,
-        registry: RegistryRef,
-        name: str,
-        operation: str,
-        method: Callable[..., Any],
-        not_found_code: str,
-    ) -> Mapping[str, Any] | None:
-        """A Get*Policy response, or None when the repository has none (ECR answers that with an error)."""
-        try:
-            response: Mapping[str, Any] = await call_aws(
-                SERVICE, operation, method, repositoryName=name, **registry.parameters()
-            )
-        except AwsCallFailed as error:
-            if error.code == not_found_code:
-                return None
-            raise
-        return response
 
     # --- writing ------------------------------------------------------------------------------------
 
     async def apply(self, registry: RegistryRef, action: RepositoryAction) -> RepositoryDescription | None:
         """Execute one planned action; returns the repository when the action created it.
 
-        Deleting something already absent succeeds: every action is safe to repeat after a crash.
+        One method per action (``_APPLY``), each one AWS call. Deleting something already absent succeeds:
+        every action is safe to repeat after a crash.
         """
         client = await self._client(registry)
-        where = registry.parameters()
-        match action:
-            case CreateRepository():
-                parameters: dict[str, Any] = {
-                    "repositoryName": action.repository,
-                    "imageTagMutability": action.image_tag_mutability,
-                    "imageScanningConfiguration": {"scanOnPush": action.scan_on_push},
-                    "encryptionConfiguration": {"encryptionType": action.encryption_type},
-                    # The owner tag is in here: a repository never exists without it, not even briefly.
-                    "tags": [{"Key": key, "Value": value} for key, value in action.tags],
-                    **where,
-                }
-                if action.kms_key is not None:
-                    parameters["encryptionConfiguration"]["kmsKey"] = action.kms_key
-                if action.exclusion_filters:
-                    parameters["imageTagMutabilityExclusionFilters"] = _filters(action.exclusion_filters)
-                response = await call_aws(SERVICE, "CreateRepository", client.create_repository, **parameters)
-                return description_from(response["repository"])
-            case ClaimRepository():
-                await call_aws(
-                    SERVICE,
-                    "TagResource",
-                    client.tag_resource,
-                    resourceArn=action.arn,
-                    # The adopted tag comes with the owner tag, never after it: an adopted repository
-                    # is never, even briefly, one that looks created (and so deletable) by its object.
-                    tags=[
-                        {"Key": OWNER_TAG, "Value": action.owner},
-                        {"Key": ADOPTED_TAG, "Value": ADOPTED_TAG_VALUE},
-                    ],
-                )
-                # Read it back: a concurrent claimant (another cluster) may have tagged it too; last wins.
-                owner = (await self.tags(registry, action.arn)).get(OWNER_TAG)
-                if owner != action.owner:
-                    raise RepositoryClaimedElsewhere(action.arn, owner)
-            case PutImageTagMutability():
-                mutability: dict[str, Any] = {
-                    "repositoryName": action.repository,
-                    "imageTagMutability": action.image_tag_mutability,
-                    **where,
-                }
-                if action.exclusion_filters:
-                    mutability["imageTagMutabilityExclusionFilters"] = _filters(action.exclusion_filters)
-                await call_aws(
-                    SERVICE, "PutImageTagMutability", client.put_image_tag_mutability, **mutability
-                )
-            case PutImageScanningConfiguration():
-                await call_aws(
-                    SERVICE,
-                    "PutImageScanningConfiguration",
-                    client.put_image_scanning_configuration,
-                    repositoryName=action.repository,
-                    imageScanningConfiguration={"scanOnPush": action.scan_on_push},
-                    **where,
-                )
-            case TagRepository():
-                await call_aws(
-                    SERVICE,
-                    "TagResource",
-                    client.tag_resource,
-                    resourceArn=action.arn,
-                    tags=[{"Key": key, "Value": value} for key, value in action.tags],
-                )
-            case UntagRepository():
-                await call_aws(
-                    SERVICE,
-                    "UntagResource",
-                    client.untag_resource,
-                    resourceArn=action.arn,
-                    tagKeys=list(action.keys),
-                )
-            case PutLifecyclePolicy():
-                await call_aws(
-                    SERVICE,
-                    "PutLifecyclePolicy",
-                    client.put_lifecycle_policy,
-                    repositoryName=action.repository,
-                    lifecyclePolicyText=action.text,
-                    **where,
-                )
-            case DeleteLifecyclePolicy():
-                await _ignoring(
-                    LIFECYCLE_POLICY_NOT_FOUND,
-                    call_aws(
-                        SERVICE,
-                        "DeleteLifecyclePolicy",
-                        client.delete_lifecycle_policy,
-                        repositoryName=action.repository,
-                        **where,
-                    ),
-                )
-            case SetRepositoryPolicy():
-                await call_aws(
-                    SERVICE,
-                    "SetRepositoryPolicy",
-                    client.set_repository_policy,
-                    repositoryName=action.repository,
-                    policyText=action.text,
-                    **where,
-                )
-            case DeleteRepositoryPolicy():
-                await _ignoring(
-                    REPOSITORY_POLICY_NOT_FOUND,
-                    call_aws(
-                        SERVICE,
-                        "DeleteRepositoryPolicy",
-                        client.delete_repository_policy,
-                        repositoryName=action.repository,
-                        **where,
-                    ),
-                )
-            case DeleteRepository():
-                await _ignoring(
-                    REPOSITORY_NOT_FOUND,
-                    call_aws(
-                        SERVICE,
-                        "DeleteRepository",
-                        client.delete_repository,
-                        repositoryName=action.repository,
-                        force=action.force,
-                        **where,
-                    ),
-                )
-        return None
+        return await _APPLY[type(action)](self, client, registry, action)
+
+    async def _create_repository(
+        self, client: ECRClient, registry: RegistryRef, action: CreateRepository
+    ) -> RepositoryDescription:
+        encryption: dict[str, Any] = {"encryptionType": action.encryption_type}
+        if action.kms_key is not None:
+            encryption["kmsKey"] = action.kms_key
+        parameters: dict[str, Any] = {
+            "repositoryName": action.repository,
+            "imageTagMutability": action.image_tag_mutability,
+            "imageScanningConfiguration": {"scanOnPush": action.scan_on_push},
+            "encryptionConfiguration": encryption,
+            # The owner tag is in here: a repository never exists without it, not even briefly.
+            "tags": _tags(action.tags),
+            **registry.parameters(),
+        }
+        if action.exclusion_filters:
+            parameters["imageTagMutabilityExclusionFilters"] = _filters(action.exclusion_filters)
+        response = await call_aws(SERVICE, "CreateRepository", client.create_repository, **parameters)
+        return description_from(response["repository"])
+
+    async def _claim_repository(
+        self, client: ECRClient, registry: RegistryRef, action: ClaimRepository
+    ) -> None:
+        # The adopted tag comes with the owner tag, never after it: an adopted repository is never, even
+        # briefly, one that looks created (and so deletable) by its object.
+        tags = ((OWNER_TAG, action.owner), (ADOPTED_TAG, ADOPTED_TAG_VALUE))
+        await call_aws(SERVICE, "TagResource", client.tag_resource, resourceArn=action.arn, tags=_tags(tags))
+        # Read it back: a concurrent claimant (another cluster) may have tagged it too; last wins.
+        owner = (await self.tags(registry, action.arn)).get(OWNER_TAG)
+        if owner != action.owner:
+            raise RepositoryClaimedElsewhere(action.arn, owner)
+
+    async def _put_image_tag_mutability(
+        self, client: ECRClient, registry: RegistryRef, action: PutImageTagMutability
+    ) -> None:
+        parameters: dict[str, Any] = {
+            "imageTagMutability": action.image_tag_mutability,
+            **_named(registry, action.repository),
+        }
+        if action.exclusion_filters:
+            parameters["imageTagMutabilityExclusionFilters"] = _filters(action.exclusion_filters)
+        await call_aws(SERVICE, "PutImageTagMutability", client.put_image_tag_mutability, **parameters)
+
+    async def _put_image_scanning_configuration(
+        self, client: ECRClient, registry: RegistryRef, action: PutImageScanningConfiguration
+    ) -> None:
+        await call_aws(
+            SERVICE,
+            "PutImageScanningConfiguration",
+            client.put_image_scanning_configuration,
+            imageScanningConfiguration={"scanOnPush": action.scan_on_push},
+            **_named(registry, action.repository),
+        )
+
+    async def _tag_repository(self, client: ECRClient, registry: RegistryRef, action: TagRepository) -> None:
+        tags = _tags(action.tags)
+        await call_aws(SERVICE, "TagResource", client.tag_resource, resourceArn=action.arn, tags=tags)
+
+    async def _untag_repository(
+        self, client: ECRClient, registry: RegistryRef, action: UntagRepository
+    ) -> None:
+        keys = list(action.keys)
+        await call_aws(SERVICE, "UntagResource", client.untag_resource, resourceArn=action.arn, tagKeys=keys)
+
+    async def _put_lifecycle_policy(
+        self, client: ECRClient, registry: RegistryRef, action: PutLifecyclePolicy
+    ) -> None:
+        await call_aws(
+            SERVICE,
+            "PutLifecyclePolicy",
+            client.put_lifecycle_policy,
+            lifecyclePolicyText=action.text,
+            **_named(registry, action.repository),
+        )
+
+    async def _delete_lifecycle_policy(
+        self, client: ECRClient, registry: RegistryRef, action: DeleteLifecyclePolicy
+    ) -> None:
+        await _unless_absent(
+            LIFECYCLE_POLICY_NOT_FOUND,
+            "DeleteLifecyclePolicy",
+            client.delete_lifecycle_policy,
+            **_named(registry, action.repository),
+        )
+
+    async def _set_repository_policy(
+        self, client: ECRClient, registry: RegistryRef, action: SetRepositoryPolicy
+    ) -> None:
+        await call_aws(
+            SERVICE,
+            "SetRepositoryPolicy",
+            client.set_repository_policy,
+            policyText=action.text,
+            **_named(registry, action.repository),
+        )
+
+    async def _delete_repository_policy(
+        self, client: ECRClient, registry: RegistryRef, action: DeleteRepositoryPolicy
+    ) -> None:
+        await _unless_absent(
+            REPOSITORY_POLICY_NOT_FOUND,
+            "DeleteRepositoryPolicy",
+            client.delete_repository_policy,
+            **_named(registry, action.repository),
+        )
+
+    async def _delete_repository(
+        self, client: ECRClient, registry: RegistryRef, action: DeleteRepository
+    ) -> None:
+        await _unless_absent(
+            REPOSITORY_NOT_FOUND,
+            "DeleteRepository",
+            client.delete_repository,
+            force=action.force,
+            **_named(registry, action.repository),
+        )
+
+
+_ApplyStep = Callable[
+    [EcrRepositories, "ECRClient", RegistryRef, Any], Coroutine[Any, Any, RepositoryDescription | None]
+]
+# The executor of each action type (an action type without one is a KeyError, caught by the tests).
+_APPLY: dict[type[RepositoryAction], _ApplyStep] = {
+    CreateRepository: EcrRepositories._create_repository,
+    ClaimRepository: EcrRepositories._claim_repository,
+    PutImageTagMutability: EcrRepositories._put_image_tag_mutability,
+    PutImageScanningConfiguration: EcrRepositories._put_image_scanning_configuration,
+    TagRepository: EcrRepositories._tag_repository,
+    UntagRepository: EcrRepositories._untag_repository,
+    PutLifecyclePolicy: EcrRepositories._put_lifecycle_policy,
+    DeleteLifecyclePolicy: EcrRepositories._delete_lifecycle_policy,
+    SetRepositoryPolicy: EcrRepositories._set_repository_policy,
+    DeleteRepositoryPolicy: EcrRepositories._delete_repository_policy,
+    DeleteRepository: EcrRepositories._delete_repository,
+}
+
+
+def _named(registry: RegistryRef, repository: str) -> dict[str, str]:
+    """The parameters that address the action's repository."""
+    return {"repositoryName": repository, **registry.parameters()}
+
+
+def _tags(tags: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"Key": key, "Value": value} for key, value in tags]
 
 
 def _filters(filters: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"filterType": filter_type, "filter": pattern} for filter_type, pattern in filters]
 
 
-async def _ignoring(code: str, call: Coroutine[Any, Any, object]) -> None:
+async def _unless_absent(absent: str, operation: str, method: Callable[..., Any], **parameters: Any) -> Any:
+    """The call's response, or None when AWS answers that its subject is absent (error code ``absent``):
+    ECR reports a missing policy as an error, and deleting what is gone already is a success."""
     try:
-        await call
+        return await call_aws(SERVICE, operation, method, **parameters)
     except AwsCallFailed as error:
-        if error.code != code:
-            raise
+        if error.code == absent:
+            return None
+        raise
 
 
 def _without_missing(chunk: list[str], message: str) -> list[list[str]]:

@@ -7,13 +7,14 @@ IAM is global, but the client comes from the same identity (region, role) as the
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ecr_operator.aws.calls import AwsCallFailed, call_aws
 from ecr_operator.aws.session import AwsClients
 from ecr_operator.reconcile.identity import AwsIdentity
-from ecr_operator.reconcile.repository import DeleteRolePolicy, IdentityAction, ManagedPolicy, PutRolePolicy
+from ecr_operator.reconcile.repository.actions import DeleteRolePolicy, IdentityAction, PutRolePolicy
+from ecr_operator.reconcile.repository.identity_policies import ManagedPolicy
 
 SERVICE = "iam"
 NO_SUCH_ENTITY = "NoSuchEntity"
@@ -28,18 +29,11 @@ class IamRolePolicies:
     async def document(self, identity: AwsIdentity, policy: ManagedPolicy) -> Mapping[str, Any] | None:
         """The inline policy's document, or None when the role has no policy of that name (or no role)."""
         client = await self._clients.client_off_loop("iam", identity)
-        try:
-            response = await call_aws(
-                SERVICE,
-                "GetRolePolicy",
-                client.get_role_policy,
-                RoleName=policy.role_name,
-                PolicyName=policy.policy_name,
-            )
-        except AwsCallFailed as error:
-            if error.code == NO_SUCH_ENTITY:
-                return None
-            raise
+        response = await _unless_no_such_entity(
+            "GetRolePolicy", client.get_role_policy, RoleName=policy.role_name, PolicyName=policy.policy_name
+        )
+        if response is None:
+            return None
         # boto3 decodes the URL-encoded JSON into a dict; a plain string would be the raw JSON.
         document: Any = response["PolicyDocument"]
         parsed: Mapping[str, Any] = json.loads(document) if isinstance(document, str) else document
@@ -48,25 +42,21 @@ class IamRolePolicies:
     async def apply(self, identity: AwsIdentity, action: IdentityAction) -> None:
         """Put or delete one inline policy; deleting an absent one (or from an absent role) succeeds."""
         client = await self._clients.client_off_loop("iam", identity)
+        where = {"RoleName": action.role_name, "PolicyName": action.policy_name}
         match action:
             case PutRolePolicy():
                 await call_aws(
-                    SERVICE,
-                    "PutRolePolicy",
-                    client.put_role_policy,
-                    RoleName=action.role_name,
-                    PolicyName=action.policy_name,
-                    PolicyDocument=action.text,
+                    SERVICE, "PutRolePolicy", client.put_role_policy, PolicyDocument=action.text, **where
                 )
             case DeleteRolePolicy():
-                try:
-                    await call_aws(
-                        SERVICE,
-                        "DeleteRolePolicy",
-                        client.delete_role_policy,
-                        RoleName=action.role_name,
-                        PolicyName=action.policy_name,
-                    )
-                except AwsCallFailed as error:
-                    if error.code != NO_SUCH_ENTITY:
-                        raise
+                await _unless_no_such_entity("DeleteRolePolicy", client.delete_role_policy, **where)
+
+
+async def _unless_no_such_entity(operation: str, method: Callable[..., Any], **parameters: Any) -> Any:
+    """The call's response, or None when IAM has no such role or policy."""
+    try:
+        return await call_aws(SERVICE, operation, method, **parameters)
+    except AwsCallFailed as error:
+        if error.code == NO_SUCH_ENTITY:
+            return None
+        raise

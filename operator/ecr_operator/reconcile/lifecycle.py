@@ -10,8 +10,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ecr_operator.api.repository import MAX_LIFECYCLE_POLICY_CHARS
+
 MAX_RULES = 50
-MAX_POLICY_CHARS = 30_720
 
 
 class LifecyclePolicyError(ValueError):
@@ -37,8 +38,10 @@ def validate_lifecycle_policy(document: Mapping[str, Any], field: str = "lifecyc
         raise LifecyclePolicyError(f"{field} needs at least one rule")
     if len(rules) > MAX_RULES:
         raise LifecyclePolicyError(f"{field} has {len(rules)} rules; ECR allows at most {MAX_RULES}")
-    if len(render_lifecycle_policy(document)) > MAX_POLICY_CHARS:
-        raise LifecyclePolicyError(f"{field} is longer than ECR's limit of {MAX_POLICY_CHARS} characters")
+    if len(render_lifecycle_policy(document)) > MAX_LIFECYCLE_POLICY_CHARS:
+        raise LifecyclePolicyError(
+            f"{field} is longer than ECR's limit of {MAX_LIFECYCLE_POLICY_CHARS} characters"
+        )
     priorities: list[int] = []
     any_priority: int | None = None
     for index, rule in enumerate(rules):

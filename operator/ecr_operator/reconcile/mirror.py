@@ -48,7 +48,8 @@ from ecr_operator.conditions import (
 from ecr_operator.config import IPAddress, MirrorSourcePolicy, Settings
 from ecr_operator.ecr_hosts import ecr_host, is_ecr_host
 from ecr_operator.reconcile.identity import AwsIdentity
-from ecr_operator.reconcile.repository import OWNER_TAG, owner_tag_value, tenancy_refusal
+from ecr_operator.reconcile.repository.desired import tenancy_refusal
+from ecr_operator.reconcile.repository.vocabulary import OWNER_TAG, owner_tag_value
 from ecr_operator.reconcile.semver import InvalidRange, parse_range, tag_order_key
 from ecr_operator.registry.errors import (
     AuthError,
