@@ -23,6 +23,7 @@ from pydantic import (
     GetJsonSchemaHandler,
     PlainSerializer,
     StringConstraints,
+    ValidationError,
     WithJsonSchema,
     model_validator,
 )
@@ -179,6 +180,16 @@ REPOSITORY_NAME_PATTERN = r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-]
 RepositoryName = Annotated[
     str, StringConstraints(min_length=2, max_length=256, pattern=REPOSITORY_NAME_PATTERN)
 ]
+
+
+def validation_problems(error: ValidationError, limit: int = 5) -> str:
+    """The first ``limit`` problems of a spec pydantic refused, each naming its field (conditions, Events)."""
+    problems = []
+    for detail in error.errors(include_url=False)[:limit]:
+        where = ".".join(str(part) for part in detail["loc"])
+        message = str(detail["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)
 
 
 def is_repository_name(name: str) -> bool:

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ecr_operator.api.common import API_VERSION, format_duration
+from ecr_operator.api.common import API_VERSION, format_duration, validation_problems
 from ecr_operator.api.mirror import IMAGE_MIRROR, ImageMirrorSpec, ImageMirrorStatus, MirroredImage
 from ecr_operator.api.repository import ECR_REPOSITORY
 from ecr_operator.aws.calls import AwsCallFailed
@@ -169,7 +169,7 @@ class MirrorPass:
             spec = ImageMirrorSpec.model_validate(dict(self.mirror.spec))
         except ValidationError as error:
             report = PassReport(
-                self.generation, problem=Failure(Reason.INVALID_SPEC, _validation_message(error))
+                self.generation, problem=Failure(Reason.INVALID_SPEC, validation_problems(error))
             )
         else:
             interval = spec.interval
@@ -621,8 +621,3 @@ def _previous_status(status: Mapping[str, Any]) -> ImageMirrorStatus:
     except ValidationError:
         return ImageMirrorStatus()
 
-
-def _validation_message(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in detail['loc'])}: {detail['msg']}" for detail in error.errors()[:5]
-    )

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ecr_operator.api.common import GROUP, VERSION, RegistryIdentity
+from ecr_operator.api.common import GROUP, VERSION, RegistryIdentity, validation_problems
 from ecr_operator.api.repository import ECR_REPOSITORY, DeletionPolicy, EcrRepositorySpec
 from ecr_operator.aws.calls import AwsCallFailed
 from ecr_operator.aws.ecr import (
@@ -264,7 +264,7 @@ class RepositoryController:
             spec = EcrRepositorySpec.model_validate(dict(obj.spec))
             repository_name = spec.effective_repository_name(obj.name)
         except ValidationError as error:
-            return Refusal(Reason.INVALID_SPEC, _validation_message(error))
+            return Refusal(Reason.INVALID_SPEC, "the spec is invalid: " + validation_problems(error))
         except ValueError as error:
             return Refusal(Reason.INVALID_SPEC, str(error))
         refusal = tenancy_refusal(spec, repository_name, obj.namespace, settings)
@@ -638,12 +638,3 @@ def _result_label(problem: Problem | None) -> str:
         return "success"
     return "temporary_error" if problem.kind == "transient" else "permanent_error"
 
-
-def _validation_message(error: ValidationError) -> str:
-    problems = []
-    for detail in error.errors(include_url=False)[:5]:
-        where = ".".join(str(part) for part in detail["loc"])
-        problems.append(
-            f"{where}: {str(detail['msg']).removeprefix('Value error, ')}" if where else detail["msg"]
-        )
-    return "the spec is invalid: " + "; ".join(problems)
