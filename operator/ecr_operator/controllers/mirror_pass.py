@@ -620,4 +620,3 @@ def _previous_status(status: Mapping[str, Any]) -> ImageMirrorStatus:
         return ImageMirrorStatus.model_validate(status)
     except ValidationError:
         return ImageMirrorStatus()
-

@@ -637,4 +637,3 @@ def _result_label(problem: Problem | None) -> str:
     if problem is None:
         return "success"
     return "temporary_error" if problem.kind == "transient" else "permanent_error"
-
