@@ -18,8 +18,8 @@ from ecr_operator.aws.iam import IamRolePolicies
 from ecr_operator.aws.session import AwsClients
 from ecr_operator.aws.tokens import (
     CallerAccount,
+    EcrTokenCache,
     RegistryLogin,
-    TokenCache,
     ecr_token_cache,
     sts_caller_account,
 )
@@ -58,7 +58,7 @@ class Runtime:
     """The one Kubernetes adapter (one ApiClient) for every write beyond kopf's watches."""
     registry_login: RegistryLogin
     """Verifies new ECR tokens at the registry's ``/v2/``; its HTTP session lives from start to stop."""
-    ecr_tokens: TokenCache
+    ecr_tokens: EcrTokenCache
     """The one ECR token cache, per AWS identity: pull secrets and mirror pushes share its tokens."""
     drift: DriftSchedule
     """Shared drift-check passes of EcrRepository objects."""

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from ecr_operator.api.common import ResourceInfo
-from ecr_operator.aws.tokens import CallerAccount, TokenCache, TokenRefreshError
+from ecr_operator.aws.tokens import CallerAccount, EcrTokenCache, TokenRefreshError
 from ecr_operator.config import Settings
 from ecr_operator.controllers.pullsecrets import (
     STATUS_MANAGER,
@@ -157,7 +157,7 @@ async def no_account_lookup(region: str) -> str:
 class Cluster:
     kube: FakeKube
     ecr: FakeEcr
-    tokens: TokenCache
+    tokens: EcrTokenCache
     controller: PullSecretController
     namespaces: dict[str, list[NamespaceView]] = field(default_factory=dict)
     service_accounts: dict[str, list[ServiceAccountView]] = field(default_factory=dict)
@@ -224,7 +224,7 @@ def make_cluster(settings: Settings) -> Cluster:
         jitter=settings.token_refresh_jitter,
         fallback_lifetime=settings.token_fallback_lifetime,
     )
-    tokens = TokenCache(ecr, accepting_login, schedule)
+    tokens = EcrTokenCache(ecr, accepting_login, schedule)
     controller = PullSecretController(settings, Metrics(), tokens, kube, CallerAccount(no_account_lookup))
     cluster = Cluster(kube, ecr, tokens, controller)
     controller.attach(

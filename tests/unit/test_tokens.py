@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from ecr_operator.aws.tokens import (
     AccountLookupError,
     CallerAccount,
-    TokenCache,
+    EcrTokenCache,
     TokenRefreshError,
     decode_authorization_token,
     registry_endpoint,
@@ -176,12 +176,12 @@ def registry() -> FakeRegistry:
 
 
 @pytest.fixture
-def cache(clock: FakeClock, ecr: FakeEcr, registry: FakeRegistry) -> TokenCache:
-    return TokenCache(ecr, registry, DEFAULTS, clock=clock, spread=lambda: 0.0)
+def cache(clock: FakeClock, ecr: FakeEcr, registry: FakeRegistry) -> EcrTokenCache:
+    return EcrTokenCache(ecr, registry, DEFAULTS, clock=clock, spread=lambda: 0.0)
 
 
 async def test_the_first_refresh_serves_a_verified_token_with_the_fallback_lifetime(
-    cache: TokenCache, registry: FakeRegistry
+    cache: EcrTokenCache, registry: FakeRegistry
 ) -> None:
     assert cache.seconds_until_refresh(IDENTITY) == 0.0
 
@@ -197,7 +197,7 @@ async def test_the_first_refresh_serves_a_verified_token_with_the_fallback_lifet
 
 
 async def test_a_failed_fetch_keeps_serving_the_previous_token_and_backs_off(
-    cache: TokenCache, clock: FakeClock, ecr: FakeEcr
+    cache: EcrTokenCache, clock: FakeClock, ecr: FakeEcr
 ) -> None:
     first = await cache.refresh(IDENTITY)
     clock.advance(timedelta(hours=6))
@@ -220,7 +220,7 @@ async def test_a_failed_fetch_keeps_serving_the_previous_token_and_backs_off(
 
 
 async def test_a_token_the_registry_refuses_does_not_replace_a_working_one(
-    cache: TokenCache, clock: FakeClock, registry: FakeRegistry
+    cache: EcrTokenCache, clock: FakeClock, registry: FakeRegistry
 ) -> None:
     first = await cache.refresh(IDENTITY)
     clock.advance(timedelta(hours=6))
@@ -234,7 +234,7 @@ async def test_a_token_the_registry_refuses_does_not_replace_a_working_one(
 
 
 async def test_once_the_working_token_expired_a_refused_one_is_served_rather_than_nothing(
-    cache: TokenCache, clock: FakeClock, registry: FakeRegistry
+    cache: EcrTokenCache, clock: FakeClock, registry: FakeRegistry
 ) -> None:
     await cache.refresh(IDENTITY)
     registry.refusing = True
@@ -249,7 +249,7 @@ async def test_once_the_working_token_expired_a_refused_one_is_served_rather_tha
 
 
 async def test_without_any_previous_token_a_refused_one_is_served_unverified(
-    cache: TokenCache, registry: FakeRegistry
+    cache: EcrTokenCache, registry: FakeRegistry
 ) -> None:
     registry.refusing = True
 
@@ -260,7 +260,7 @@ async def test_without_any_previous_token_a_refused_one_is_served_unverified(
 
 
 async def test_a_success_after_failures_clears_the_problem(
-    cache: TokenCache, clock: FakeClock, ecr: FakeEcr
+    cache: EcrTokenCache, clock: FakeClock, ecr: FakeEcr
 ) -> None:
     ecr.failing = "ThrottlingException"
     await cache.refresh(IDENTITY)
@@ -274,13 +274,13 @@ async def test_a_success_after_failures_clears_the_problem(
     assert recovered.last_success == clock.now
 
 
-async def test_concurrent_refreshes_of_one_identity_never_overlap(cache: TokenCache, ecr: FakeEcr) -> None:
+async def test_concurrent_refreshes_of_one_identity_never_overlap(cache: EcrTokenCache, ecr: FakeEcr) -> None:
     await asyncio.gather(*(cache.refresh(IDENTITY) for _ in range(5)))
 
     assert ecr.most_in_flight == 1
 
 
-async def test_identities_are_cached_apart(cache: TokenCache, ecr: FakeEcr) -> None:
+async def test_identities_are_cached_apart(cache: EcrTokenCache, ecr: FakeEcr) -> None:
     other = AwsIdentity(region="us-west-2", role_arn="arn:aws:iam::210987654321:role/puller")
 
     await cache.refresh(IDENTITY)
@@ -293,7 +293,7 @@ async def test_identities_are_cached_apart(cache: TokenCache, ecr: FakeEcr) -> N
 
 
 async def test_users_sharing_an_identity_fetch_once_per_cycle(
-    cache: TokenCache, ecr: FakeEcr, clock: FakeClock
+    cache: EcrTokenCache, ecr: FakeEcr, clock: FakeClock
 ) -> None:
     # A pull-secret refresh loop and a mirror push on one identity, at the same moment, twice a cycle.
     first = await asyncio.gather(cache.refresh_if_due(IDENTITY), cache.refresh_if_due(IDENTITY))
@@ -309,7 +309,7 @@ async def test_users_sharing_an_identity_fetch_once_per_cycle(
 
 
 async def test_an_expired_token_is_due_even_while_a_retry_waits(
-    cache: TokenCache, ecr: FakeEcr, clock: FakeClock
+    cache: EcrTokenCache, ecr: FakeEcr, clock: FakeClock
 ) -> None:
     await cache.refresh(IDENTITY)
     ecr.failing = "ThrottlingException"

@@ -1,4 +1,4 @@
-"""Registry credentials for pushing to ECR: the identity's authorization token, from a ``TokenCache``.
+"""Registry credentials for pushing to ECR: the identity's authorization token, from a ``EcrTokenCache``.
 
 An ECR token opens every registry its IAM principal may reach in the region, so one cache entry per
 identity serves every repository and mirror using it. The registry client asks for credentials before
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from ecr_operator.aws.tokens import TokenCache, utc_now
+from ecr_operator.aws.tokens import EcrTokenCache, utc_now
 from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.registry.auth import Credentials
 from ecr_operator.registry.errors import AuthError
@@ -21,7 +21,7 @@ class EcrCredentials:
 
     def __init__(
         self,
-        tokens: TokenCache,
+        tokens: EcrTokenCache,
         identity: AwsIdentity,
         registry_host: str,
         *,

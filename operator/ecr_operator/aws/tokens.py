@@ -64,7 +64,7 @@ Fetch = Callable[[AwsIdentity], Awaitable[FetchedToken]]
 Verify = Callable[[IdentityToken], Awaitable[None]]
 
 
-class TokenCache:
+class EcrTokenCache:
     """Tokens per identity. ``refresh`` fetches and verifies (one at a time per identity); ``refresh_if_due``
     does so only when needed, for users sharing an identity; ``status`` reads.
 
@@ -325,10 +325,10 @@ class RegistryLogin:
             ) from None
 
 
-def ecr_token_cache(aws: AwsClients, verify: Verify, settings: Settings) -> TokenCache:
+def ecr_token_cache(aws: AwsClients, verify: Verify, settings: Settings) -> EcrTokenCache:
     """The operator's ECR tokens: fetched as each identity, checked by ``verify`` (a ``RegistryLogin``),
     refreshed on the schedule the settings give. One per process (``Runtime.ecr_tokens``)."""
-    return TokenCache(
+    return EcrTokenCache(
         EcrTokenSource(aws),
         verify,
         RefreshSchedule(

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from ecr_operator.aws.ecr import EcrRepositories
 from ecr_operator.aws.session import AwsClients
-from ecr_operator.aws.tokens import TokenCache
+from ecr_operator.aws.tokens import EcrTokenCache
 from ecr_operator.config import Settings
 from ecr_operator.controllers.mirror_pass import (
     DEFAULT_INTERVAL,
@@ -54,7 +54,7 @@ class MirrorController:
         aws: AwsClients,
         ecr: EcrRepositories,
         kube: Kube,
-        tokens: TokenCache,
+        tokens: EcrTokenCache,
         registries: MirrorRegistries,
     ) -> None:
         self.registries = registries

@@ -30,7 +30,7 @@ from ecr_operator.api.repository import ECR_REPOSITORY
 from ecr_operator.aws.calls import AwsCallFailed
 from ecr_operator.aws.ecr import EcrRepositories, RegistryRef
 from ecr_operator.aws.session import AwsClients
-from ecr_operator.aws.tokens import TokenCache
+from ecr_operator.aws.tokens import EcrTokenCache
 from ecr_operator.conditions import READY, EventNote, find_condition
 from ecr_operator.config import Settings
 from ecr_operator.controllers.mirror_registries import MirrorRegistries
@@ -118,7 +118,7 @@ class MirrorServices:
     ecr: EcrRepositories
     kube: Kube
     registries: MirrorRegistries
-    tokens: TokenCache
+    tokens: EcrTokenCache
     slots: FairSlots
     failures: dict[str, int] = field(default_factory=dict)
     """Consecutive failed passes per mirror (uid): the backoff grows with them."""

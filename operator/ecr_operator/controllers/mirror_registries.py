@@ -26,7 +26,7 @@ import aiohttp
 from yarl import URL
 
 from ecr_operator.aws.registry_credentials import EcrCredentials
-from ecr_operator.aws.tokens import TokenCache, registry_endpoint
+from ecr_operator.aws.tokens import EcrTokenCache, registry_endpoint
 from ecr_operator.config import Settings
 from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.reconcile.mirror import DestinationPolicy
@@ -100,7 +100,7 @@ class MirrorRegistries:
         return self._keep(key, client)
 
     def destination_client(
-        self, registry_host: str, identity: AwsIdentity, tokens: TokenCache
+        self, registry_host: str, identity: AwsIdentity, tokens: EcrTokenCache
     ) -> RegistryClient:
         """The client pushing to the ECR registry ``registry_host`` as ``identity`` with ECR tokens from
         ``tokens``; the registry host override, if the admin set one, says where that registry is served."""

@@ -29,7 +29,7 @@ from typing import Any
 
 from ecr_operator.api.common import API_VERSION
 from ecr_operator.api.repository import ECR_REPOSITORY
-from ecr_operator.aws.tokens import AccountLookupError, CallerAccount, TokenCache
+from ecr_operator.aws.tokens import AccountLookupError, CallerAccount, EcrTokenCache
 from ecr_operator.conditions import find_condition, format_time
 from ecr_operator.config import Settings
 from ecr_operator.kube import Kube, KubeApiError, ObjectReference
@@ -94,7 +94,7 @@ class PullSecretController:
     syncs (``request_sync``)."""
 
     def __init__(
-        self, settings: Settings, metrics: Metrics, tokens: TokenCache, kube: Kube, accounts: CallerAccount
+        self, settings: Settings, metrics: Metrics, tokens: EcrTokenCache, kube: Kube, accounts: CallerAccount
     ) -> None:
         self._settings = settings
         self._metrics = metrics

@@ -390,7 +390,7 @@ class BearerTokenCache:
     ``max_entries`` tokens of at most ``max_bytes`` in all, and ``max_per_registry`` for one registry
     name, so one churning upstream evicts its own tokens first and others' only by the global bound.
     Expired entries are pruned on every put; beyond a bound the least recently used go first.
-    (Not the ECR authorization-token cache, ``aws.tokens.TokenCache``.)
+    (Not the ECR authorization-token cache, ``aws.tokens.EcrTokenCache``.)
     """
 
     def __init__(
@@ -458,10 +458,6 @@ class BearerTokenCache:
         found = self._tokens.pop(key, None)
         if found is not None:
             self._bytes -= key.weight + len(found[0])
-
-
-# The name this cache had before; ``aws.tokens.TokenCache`` is a different thing (ECR tokens).
-TokenCache = BearerTokenCache
 
 
 def clamp_lifetime(expires_in: float) -> float:
