@@ -198,7 +198,7 @@ class FakeRegistries:
         pass
 
     def source_client(
-        self, registry: str, credentials: CredentialsProvider, fingerprint: str
+        self, namespace: str, registry: str, credentials: CredentialsProvider, fingerprint: str
     ) -> FakeRegistryClient:
         self.source_credentials.append((registry, credentials, fingerprint))
         return FakeRegistryClient(self.source)
@@ -565,16 +565,30 @@ async def test_the_registry_client_pool_keeps_clients_per_registry_and_credentia
     await registries.start()
     try:
         anonymous = Anonymous()
-        first = registries.source_client(SOURCE_HOST, anonymous, "")
-        assert registries.source_client(SOURCE_HOST, anonymous, "") is first
-        rotated = registries.source_client(SOURCE_HOST, anonymous, "another secret")
+        first = registries.source_client("team-a", SOURCE_HOST, anonymous, "")
+        assert registries.source_client("team-a", SOURCE_HOST, anonymous, "") is first
+        rotated = registries.source_client("team-a", SOURCE_HOST, anonymous, "another secret")
         assert rotated is not first
         identity = AwsIdentity(region="us-east-1", role_arn=None)
         pushing = registries.destination_client(ECR_HOST, identity, FakeTokens())
         assert registries.destination_client(ECR_HOST, identity, FakeTokens()) is pushing
         assert len(registries) == 2  # the least recently used (the first source client) went
-        assert registries.source_client(SOURCE_HOST, anonymous, "") is not first
+        assert registries.source_client("team-a", SOURCE_HOST, anonymous, "") is not first
         registries.forget_identity(identity)
         assert registries.destination_client(ECR_HOST, identity, FakeTokens()) is not pushing
+    finally:
+        await registries.stop()
+
+
+async def test_tenants_never_share_what_a_source_client_learned() -> None:
+    """Another namespace's mirror of the same registry, even anonymous, gets a client of its own: an
+    upstream's answer to one tenant (a Bearer realm) never steers another tenant's requests."""
+    registries = MirrorRegistries(Settings())
+    await registries.start()
+    try:
+        anonymous = Anonymous()
+        team_a = registries.source_client("team-a", SOURCE_HOST, anonymous, "")
+        assert registries.source_client("team-b", SOURCE_HOST, anonymous, "") is not team_a
+        assert registries.source_client("team-a", SOURCE_HOST, anonymous, "") is team_a
     finally:
         await registries.stop()

@@ -257,7 +257,9 @@ class MirrorPass:
             return credentials
         registries = self.services.registries
         return PassClients(
-            source=registries.source_client(source.registry, credentials.provider, credentials.fingerprint),
+            source=registries.source_client(
+                self.namespace, source.registry, credentials.provider, credentials.fingerprint
+            ),
             destination=registries.destination_client(
                 destination.repository.registry, destination.identity, self.services.tokens
             ),

@@ -8,10 +8,15 @@ an ECR token to a host a tenant chose.
 
 A registry client remembers how its registry authenticates (Basic, or Bearer with which realm), and the
 bearer tokens it got are cached; a client built anew for every pass learned that again with a 401 per
-registry per pass. So clients are kept, per source registry and credentials (their fingerprint: a
-rotated Secret is other credentials, hence another client), and per ECR registry host and identity (the
+registry per pass. So clients are kept, per namespace, source registry and credentials (their fingerprint:
+a rotated Secret is other credentials, hence another client), and per ECR registry host and identity (the
 ECR token is read from the token cache at every request, so a refreshed token needs no new client; one
 the registry refused drops the identity's clients with the token). Bounded like the AWS client cache.
+
+The namespace is part of a source client's key because what a client learned is the upstream's answer to
+one tenant's requests: a registry serving another tenant's repository a Bearer realm that hands out huge or
+broken tokens must not make this tenant's mirror ask that realm (measured with the hostile registry's
+realm-churn behaviour before it was keyed so).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ MAX_CACHED_REGISTRY_CLIENTS = 256
 
 @dataclass(frozen=True)
 class SourceKey:
+    namespace: str
     registry: str
     credentials: str
     """A fingerprint of the credentials document ("" for anonymous access)."""
@@ -85,11 +91,11 @@ class MirrorRegistries:
                 await session.close()
 
     def source_client(
-        self, registry: str, credentials: CredentialsProvider, fingerprint: str
+        self, namespace: str, registry: str, credentials: CredentialsProvider, fingerprint: str
     ) -> RegistryClient:
-        """The client for a mirror's source ``registry`` with these credentials (``fingerprint`` tells
-        them apart); every connection it makes is judged by the source policy."""
-        key = SourceKey(registry, fingerprint)
+        """The client for the source ``registry`` of a mirror in ``namespace`` with these credentials
+        (``fingerprint`` tells them apart); every connection it makes is judged by the source policy."""
+        key = SourceKey(namespace, registry, fingerprint)
         found = self._cached(key)
         if found is not None:
             return found
