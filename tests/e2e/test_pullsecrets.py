@@ -194,12 +194,12 @@ class SecretWatch:
         return [(event["type"], event["object"]["metadata"]["resourceVersion"]) for event in events]
 
 
-@pytest.fixture
-def namespaces(world: World) -> Iterator[Callable[..., str]]:
-    """A factory of namespaces with labels (``prefix`` chooses the name's start); all deleted afterwards."""
+def labelled_namespaces(world: World, default_prefix: str) -> Iterator[Callable[..., str]]:
+    """A factory of namespaces with labels (``prefix`` chooses the name's start); all deleted when the
+    generator is closed."""
     created: list[str] = []
 
-    def create(labels: dict[str, str] | None = None, prefix: str = "ps-") -> str:
+    def create(labels: dict[str, str] | None = None, prefix: str = default_prefix) -> str:
         name = f"{prefix}{secrets.token_hex(4)}"
         world.kube_client().call(
             "POST", "/api/v1/namespaces", {"metadata": {"name": name, "labels": labels or {}}}
@@ -210,6 +210,11 @@ def namespaces(world: World) -> Iterator[Callable[..., str]]:
     yield create
     for name in created:
         world.delete_namespace(name)
+
+
+@pytest.fixture
+def namespaces(world: World) -> Iterator[Callable[..., str]]:
+    yield from labelled_namespaces(world, "ps-")
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from test_pullsecrets import (
     auths_of,
     condition,
     events_about,
+    labelled_namespaces,
     login_status,
     pull_secret_names,
     read,
@@ -51,19 +52,7 @@ FAST_REFRESH = {
 @pytest.fixture
 def tenant(world: World) -> Iterator[Callable[..., str]]:
     """A factory of tenant namespaces (labels optional), deleted afterwards."""
-    created: list[str] = []
-
-    def create(labels: dict[str, str] | None = None) -> str:
-        name = f"tenant-{random_names.token_hex(4)}"
-        world.kube_client().call(
-            "POST", "/api/v1/namespaces", {"metadata": {"name": name, "labels": labels or {}}}
-        )
-        created.append(name)
-        return name
-
-    yield create
-    for name in created:
-        world.delete_namespace(name)
+    yield from labelled_namespaces(world, "tenant-")
 
 
 def token_calls(calls: list[AwsCall]) -> list[AwsCall]:
