@@ -464,8 +464,14 @@ class Settings(BaseSettings):
     """Blocking AWS SDK calls in flight at once (the size of the operator's thread pool)."""
     drift_interval: Duration = timedelta(minutes=10)
     """How often each object is compared with AWS to repair changes made outside the operator."""
-    drift_jitter: NonNegativeDuration = timedelta(minutes=1)
-    """Each drift check runs up to this much earlier or later, so objects created together spread out."""
+    drift_jitter: NonNegativeDuration | None = None
+    """Up to this much is added to each interval, drawn anew each time (default: a tenth of the interval,
+    at most a minute), so that operators restarted together do not stay in lockstep."""
+    drift_aws_requests_per_second: float = Field(default=50.0, gt=0, le=10_000)
+    """AWS requests a drift pass makes per second at most (reconciles of new or changed specs are not
+    slowed by it); a pass over N repositories takes at least about 3 * N / this many seconds."""
+    repository_workers: int = Field(default=32, ge=1, le=1024)
+    """EcrRepository reconciles (of new or changed specs, and retries) under way at once."""
 
     # Process
     bind_address: Annotated[str, AfterValidator(_ip_address)] = "127.0.0.1"
@@ -573,13 +579,20 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{ENV_PREFIX}METRICS_PORT and {ENV_PREFIX}HEALTH_PORT are both {self.metrics_port}"
             )
-        if self.drift_jitter >= self.drift_interval:
+        if self.drift_jitter is not None and self.drift_jitter >= self.drift_interval:
             raise ValueError(f"{ENV_PREFIX}DRIFT_JITTER must be shorter than {ENV_PREFIX}DRIFT_INTERVAL")
         if self.token_refresh_lead >= self.token_fallback_lifetime:
             raise ValueError(
                 f"{ENV_PREFIX}TOKEN_REFRESH_LEAD must be shorter than {ENV_PREFIX}TOKEN_FALLBACK_LIFETIME"
             )
         return self
+
+    @property
+    def drift_pass_jitter(self) -> timedelta:
+        """``drift_jitter``, or by default a tenth of the interval, at most a minute."""
+        if self.drift_jitter is not None:
+            return self.drift_jitter
+        return min(timedelta(minutes=1), self.drift_interval / 10)
 
     @property
     def clusterwide(self) -> bool:

@@ -28,7 +28,7 @@ from ecr_operator.controllers.mirror import MirrorController
 from ecr_operator.controllers.mirror_registries import MirrorRegistries
 from ecr_operator.controllers.pullsecrets import PullSecretController
 from ecr_operator.controllers.repository import RepositoryController
-from ecr_operator.drift import DriftSchedule
+from ecr_operator.controllers.repository_work import RepositoryWork
 from ecr_operator.kube import Kube
 from ecr_operator.locks import KeyedLocks
 from ecr_operator.metrics import Metrics, MetricsServer, ObjectReadiness
@@ -60,8 +60,6 @@ class Runtime:
     """Verifies new ECR tokens at the registry's ``/v2/``; its HTTP session lives from start to stop."""
     ecr_tokens: EcrTokenCache
     """The one ECR token cache, per AWS identity: pull secrets and mirror pushes share its tokens."""
-    drift: DriftSchedule
-    """Shared drift-check passes of EcrRepository objects."""
     repository_locks: KeyedLocks
     """One lock per ECR repository: its observe-decide-act steps never interleave within the process."""
     readiness: ObjectReadiness
@@ -73,6 +71,8 @@ class Runtime:
     """Pull-secret rotation; the handlers hand it kopf's indexes once kopf has them."""
     repositories: RepositoryController
     """EcrRepository reconciles, drift checks and deletions."""
+    repository_work: RepositoryWork
+    """When EcrRepository objects are reconciled: new specs, retries and the drift passes."""
 
     @classmethod
     def create(cls, settings: Settings, kube: Kube) -> Runtime:
@@ -82,9 +82,17 @@ class Runtime:
         registry_login = RegistryLogin(settings.registry_host_overrides, ca_bundle=settings.ca_bundle)
         ecr_tokens = ecr_token_cache(aws, registry_login, settings)
         ecr, iam = EcrRepositories(aws), IamRolePolicies(aws)
-        drift = DriftSchedule(settings.drift_interval.total_seconds(), settings.drift_jitter.total_seconds())
         repository_locks, readiness = KeyedLocks(), ObjectReadiness(metrics.objects)
         mirror_registries = MirrorRegistries(settings)
+        repositories = RepositoryController(
+            settings,
+            ecr=ecr,
+            iam=iam,
+            kube=kube,
+            locks=repository_locks,
+            metrics=metrics,
+            readiness=readiness,
+        )
         return cls(
             settings=settings,
             metrics=metrics,
@@ -99,7 +107,6 @@ class Runtime:
             kube=kube,
             registry_login=registry_login,
             ecr_tokens=ecr_tokens,
-            drift=drift,
             repository_locks=repository_locks,
             readiness=readiness,
             mirror_registries=mirror_registries,
@@ -116,16 +123,8 @@ class Runtime:
             pull_secrets=PullSecretController(
                 settings, metrics, ecr_tokens, kube, CallerAccount(sts_caller_account(aws))
             ),
-            repositories=RepositoryController(
-                settings,
-                ecr=ecr,
-                iam=iam,
-                kube=kube,
-                locks=repository_locks,
-                drift=drift,
-                metrics=metrics,
-                readiness=readiness,
-            ),
+            repositories=repositories,
+            repository_work=RepositoryWork(repositories, kube, settings),
         )
 
     def __copy__(self) -> Runtime:
@@ -144,8 +143,10 @@ class Runtime:
         await self.registry_login.start()
         await self.mirror_registries.start()
         await self.pull_secrets.start()
+        await self.repository_work.start()
 
     async def stop(self) -> None:
+        await self.repository_work.stop()
         await self.pull_secrets.stop()
         await self.mirror_registries.stop()
         await self.registry_login.stop()

@@ -13,10 +13,9 @@ import pytest
 
 from ecr_operator.api.common import ResourceInfo
 from ecr_operator.aws.calls import AwsCallFailed
-from ecr_operator.aws.ecr import REPOSITORY_NOT_EMPTY, RegistryRef
+from ecr_operator.aws.ecr import REPOSITORY_ALREADY_EXISTS, REPOSITORY_NOT_EMPTY, RegistryRef
 from ecr_operator.config import Settings
 from ecr_operator.controllers.repository import RepositoryController, RepositoryObject, RetryLater
-from ecr_operator.drift import DriftSchedule
 from ecr_operator.kube import ObjectReference
 from ecr_operator.locks import KeyedLocks
 from ecr_operator.metrics import Metrics, ObjectReadiness
@@ -78,6 +77,9 @@ class FakeEcr:
         self.applied.append(action)
         match action:
             case CreateRepository():
+                if action.repository in self.repositories:
+                    self.applied.pop()
+                    raise AwsCallFailed("ecr", "CreateRepository", REPOSITORY_ALREADY_EXISTS, "exists")
                 self.add(action.repository, dict(action.tags))
                 return self.repositories[action.repository].description
             case ClaimRepository():
@@ -173,7 +175,6 @@ def harness(**settings: Any) -> Harness:
         iam=iam,
         kube=kube,
         locks=KeyedLocks(),
-        drift=DriftSchedule(600.0, 0.0),
         metrics=metrics,
         readiness=ObjectReadiness(metrics.objects),
         now=lambda: NOW,
@@ -370,3 +371,33 @@ def test_a_field_this_controller_applied_is_dropped_in_one_write() -> None:
 
     [(_, final)] = world.kube.status_writes[writes:]
     assert "identityPolicies" not in final
+
+
+def test_a_new_object_creates_without_describing_first() -> None:
+    world = harness()
+
+    world.reconcile(repository_object())
+
+    assert world.ecr.reads == 0
+    assert [type(action) for action in world.ecr.applied] == [CreateRepository]
+
+
+def test_a_repository_that_exists_already_is_looked_at_after_the_create_fails() -> None:
+    world = harness()
+    world.ecr.add(NAME, {OWNER_TAG: OWNER})  # created by this object before its status was written
+
+    assert world.reconcile(repository_object()) is None
+
+    assert world.ecr.reads == 1
+    assert world.ecr.applied == []
+    assert conditions(world.stored_status())["Ready"] == ("True", "RepositoryReady")
+
+
+def test_no_reconcile_acts_once_the_objects_deletion_has_begun() -> None:
+    world = harness()
+    world.controller.deletion_started("uid-1")
+
+    assert world.reconcile(repository_object()) is None
+
+    assert world.ecr.applied == []
+    assert world.kube.status_writes == []

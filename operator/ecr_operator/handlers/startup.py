@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
 
 from ecr_operator.api.common import GROUP
+from ecr_operator.api.repository import ECR_REPOSITORY
 from ecr_operator.config import Settings, settings_summary
 from ecr_operator.runtime import Runtime
 
@@ -36,14 +38,31 @@ REQUEST_TIMEOUT = 60.0
 logger = logging.getLogger(__name__)
 
 
+class DiffBaseExceptFor(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff-base in annotations, except for ``kinds`` that have no create/update handlers (they are
+    reconciled by ``status.observedGeneration``): for those nothing is kept, so kopf's only write to them is
+    its finalizer."""
+
+    def __init__(self, kinds: Iterable[str], *, prefix: str, key: str) -> None:
+        super().__init__(prefix=prefix, key=key, v1=False)
+        self._kinds = frozenset(kinds)
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None if body.get("kind") in self._kinds else super().fetch(body=body)
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        if body.get("kind") not in self._kinds:
+            super().store(body=body, patch=patch, essence=essence)
+
+
 def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
     """Tune kopf for this operator; pure assignment, so the choices are visible in one place."""
     persistence = kopf_settings.persistence
     persistence.finalizer = FINALIZER
     # v1=False: a new project has no annotations from kopf's older key format to stay compatible with.
     persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATIONS_PREFIX, v1=False)
-    persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATIONS_PREFIX, key=DIFFBASE_KEY, v1=False
+    persistence.diffbase_storage = DiffBaseExceptFor(
+        [ECR_REPOSITORY.kind], prefix=ANNOTATIONS_PREFIX, key=DIFFBASE_KEY
     )
 
     watching = kopf_settings.watching
@@ -70,9 +89,9 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     kopf_settings.queueing.worker_limit = None
     # Peering keep-alives every ~50 s say nothing an operator's user needs; pauses are still logged.
     kopf_settings.peering.stealth = True
-    # A deleted object keeps its finalizer until its timers have exited. kopf gives them ten event-loop
-    # cycles, then re-checks only every 60 s: under load a drift timer (which exits as soon as it is told)
-    # missed that and held deletions for up to a minute. Wait for it briefly, and re-check often.
+    # A deleted object keeps its finalizer until its daemons have exited. kopf gives them ten event-loop
+    # cycles, then re-checks only every 60 s: under load a mirror daemon (which exits as soon as it is
+    # told) missed that and held deletions for up to a minute. Wait for it briefly, and re-check often.
     kopf_settings.background.instant_exit_timeout = 0.5
     kopf_settings.background.cancellation_polling = 2.0
 
