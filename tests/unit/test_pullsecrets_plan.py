@@ -773,27 +773,24 @@ def test_a_refused_role_shows_on_the_repository() -> None:
     assert (conditions[0]["status"], conditions[0]["reason"]) == ("False", ROLE_NOT_ALLOWED)
 
 
+# The repository controller's own condition: pull-secret status never touches it.
+READY = {
+    "type": "Ready",
+    "status": "True",
+    "reason": "Synced",
+    "lastTransitionTime": "2026-01-01T00:00:00Z",
+}
+
+
 def test_the_condition_leaves_with_the_pull_secret_and_other_conditions_stay() -> None:
-    ready = {
-        "type": "Ready",
-        "status": "True",
-        "reason": "Synced",
-        "lastTransitionTime": "2026-01-01T00:00:00Z",
-    }
     ours = {"type": PULL_SECRET_CONDITION, "status": "True", "reason": SECRET_UP_TO_DATE}
 
-    assert repository_conditions_patch(repository(conditions=[ready, ours]), None, NOW) == [ready]
-    assert repository_conditions_patch(repository(conditions=[ready]), None, NOW) is None
+    assert repository_conditions_patch(repository(conditions=[READY, ours]), None, NOW) == [READY]
+    assert repository_conditions_patch(repository(conditions=[READY]), None, NOW) is None
 
 
 def test_the_applied_status_carries_only_the_pull_secret_condition() -> None:
-    ready = {
-        "type": "Ready",
-        "status": "True",
-        "reason": "Synced",
-        "lastTransitionTime": "2026-01-01T00:00:00Z",
-    }
-    asking = repository(pull_secret={}, conditions=[ready])
+    asking = repository(pull_secret={}, conditions=[READY])
     demands = namespace_demands(selected(), PullSecretSettings(), [asking], allow_all, PULL_ROLES)
     outcome = plan(demands).outcome_for("app")
 
@@ -801,7 +798,7 @@ def test_the_applied_status_carries_only_the_pull_secret_condition() -> None:
 
     assert status is not None
     assert [entry["type"] for entry in status["conditions"]] == [PULL_SECRET_CONDITION]
-    applied = replace(asking, conditions=(ready, *status["conditions"]))
+    applied = replace(asking, conditions=(READY, *status["conditions"]))
     assert pull_secret_status(applied, outcome, NOW) is None
     # Once nothing asks, the applied list is empty: server-side apply removes the condition it owned.
     assert pull_secret_status(replace(applied, pull_secret=None), None, NOW) == {"conditions": []}
