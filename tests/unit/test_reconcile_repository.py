@@ -17,6 +17,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ecr_fakes import ACCOUNT, repository_description
 from ecr_operator.api.repository import AdoptionPolicy, DeletionPolicy, EcrRepositorySpec
 from ecr_operator.config import Settings
 from ecr_operator.reconcile.backoff import backoff_delay
@@ -80,7 +81,6 @@ from ecr_operator.reconcile.repository.vocabulary import (
 
 pytestmark = pytest.mark.unit
 
-ACCOUNT = "123456789012"
 NAME = "team/app"
 ARN = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/{NAME}"
 URI = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{NAME}"
@@ -112,18 +112,7 @@ def desired(**fields: Any) -> DesiredRepository:
 
 
 def description(**changes: Any) -> RepositoryDescription:
-    values: dict[str, Any] = {
-        "name": NAME,
-        "arn": ARN,
-        "uri": URI,
-        "registry_id": ACCOUNT,
-        "image_tag_mutability": "MUTABLE",
-        "exclusion_filters": frozenset(),
-        "scan_on_push": False,
-        "encryption_type": "AES256",
-        "kms_key": None,
-    }
-    return RepositoryDescription(**(values | changes))
+    return repository_description(NAME, **changes)
 
 
 def observed_as(wanted: DesiredRepository, **changes: Any) -> ObservedRepository:
