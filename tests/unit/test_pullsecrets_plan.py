@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ecr_fakes import issued_token
 from ecr_operator.api.common import LabelSelector, RegistryIdentity
 from ecr_operator.api.repository import PullSecret
 from ecr_operator.config import PullSecretSettings
@@ -59,7 +60,6 @@ from ecr_operator.reconcile.pullsecrets import (
 from ecr_operator.reconcile.tokens import (
     REGISTRY_REJECTED_TOKEN,
     TOKEN_REFRESH_FAILED,
-    IdentityToken,
     RefreshProblem,
     TokenStatus,
 )
@@ -113,7 +113,7 @@ def token_status(
     verified: bool = True,
     problem: RefreshProblem | None = None,
 ) -> TokenStatus:
-    token = IdentityToken("AWS", password, host, issued, issued + timedelta(hours=12), verified)
+    token = issued_token(issued, password=password, host=host, verified=verified)
     return TokenStatus(token, problem, 1 if problem else 0, issued + timedelta(hours=6), issued)
 
 
