@@ -239,14 +239,16 @@ def make_cluster(settings: Settings) -> Cluster:
     return cluster
 
 
+def pull_role_settings() -> Settings:
+    """Every namespace's pull role rendered from TEMPLATE, and allow-listed."""
+    return Settings(
+        pull_secret_role_arn_template=TEMPLATE, allowed_role_arns=(f"arn:aws:iam::{ACCOUNT}:role/ecr-pull-*",)
+    )
+
+
 @pytest.fixture
 async def cluster() -> AsyncIterator[Cluster]:
-    made = make_cluster(
-        Settings(
-            pull_secret_role_arn_template=TEMPLATE,
-            allowed_role_arns=(f"arn:aws:iam::{ACCOUNT}:role/ecr-pull-*",),
-        )
-    )
+    made = make_cluster(pull_role_settings())
     yield made
     await made.controller.stop()
 
@@ -403,12 +405,7 @@ async def test_a_repository_that_stops_asking_has_its_condition_removed(cluster:
 
 
 async def test_a_terminating_namespace_is_not_written() -> None:
-    cluster = make_cluster(
-        Settings(
-            pull_secret_role_arn_template=TEMPLATE,
-            allowed_role_arns=(f"arn:aws:iam::{ACCOUNT}:role/ecr-pull-*",),
-        )
-    )
+    cluster = make_cluster(pull_role_settings())
     try:
         cluster.add_namespace("team-a")
         cluster.namespaces["team-a"] = [NamespaceView("team-a", terminating=True)]
