@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from ecr_fakes import ACCOUNT, repository_description
 from ecr_operator.api.common import ResourceInfo
 from ecr_operator.aws.calls import AwsCallFailed
 from ecr_operator.aws.ecr import REPOSITORY_ALREADY_EXISTS, REPOSITORY_NOT_EMPTY, RegistryRef
@@ -37,7 +38,6 @@ from ecr_operator.reconcile.repository.vocabulary import ADOPTED_TAG, OWNER_TAG,
 
 pytestmark = pytest.mark.unit
 
-ACCOUNT = "123456789012"
 NAMESPACE = "team"
 NAME = "app"
 OWNER = owner_tag_value("default", NAMESPACE, NAME)
@@ -61,7 +61,7 @@ class FakeEcr:
         self.failures: dict[type[RepositoryAction], AwsCallFailed] = {}
 
     def add(self, name: str, tags: dict[str, str], images: int = 0) -> None:
-        self.repositories[name] = StoredRepository(description(name), dict(tags), images)
+        self.repositories[name] = StoredRepository(repository_description(name), dict(tags), images)
 
     async def observe(self, registry: RegistryRef, name: str) -> ObservedRepository | None:
         self.reads += 1
@@ -135,20 +135,6 @@ class FakeKube:
         self.events.append((event_type, reason))
 
 
-def description(name: str, **changes: Any) -> RepositoryDescription:
-    base = RepositoryDescription(
-        name=name,
-        arn=f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/{name}",
-        uri=f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{name}",
-        registry_id=ACCOUNT,
-        image_tag_mutability="MUTABLE",
-        exclusion_filters=frozenset(),
-        scan_on_push=False,
-        encryption_type="AES256",
-    )
-    return dataclasses.replace(base, **changes)
-
-
 @dataclasses.dataclass
 class Harness:
     controller: RepositoryController
@@ -210,7 +196,7 @@ def test_create_writes_the_status_once_and_announces_it() -> None:
     [(manager, status)] = world.kube.status_writes
     assert manager == "repository"
     assert conditions(status) == {"Ready": ("True", "RepositoryReady"), "Synced": ("True", "UpToDate")}
-    assert status["repositoryUri"] == description(NAME).uri
+    assert status["repositoryUri"] == repository_description(NAME).uri
     assert status["observedGeneration"] == 1
     assert world.kube.events == [("Normal", "RepositoryCreated")]
 
