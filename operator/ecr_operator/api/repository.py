@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
@@ -25,6 +24,7 @@ from ecr_operator.api.common import (
     StatusModel,
     is_repository_name,
 )
+from ecr_operator.json_object import parse_json_object
 
 # --- tag mutability ---------------------------------------------------------------------------------
 
@@ -349,13 +349,9 @@ class LifecyclePolicy(ApiModel):
 
 
 def _json_object(text: str, field_name: str) -> dict[str, Any]:
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{field_name} is not valid JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise ValueError(f"{field_name} must be a JSON object")
-    return document
+    return parse_json_object(
+        text, ValueError, f"{field_name} is not valid JSON", f"{field_name} must be a JSON object"
+    )
 
 
 # --- access -----------------------------------------------------------------------------------------
