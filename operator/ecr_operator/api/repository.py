@@ -22,6 +22,7 @@ from ecr_operator.api.common import (
     RoleArn,
     SetList,
     StatusModel,
+    exactly_one_of,
     is_repository_name,
 )
 from ecr_operator.json_object import parse_json_object
@@ -317,13 +318,7 @@ MAX_LIFECYCLE_POLICY_CHARS = 30_720
 class LifecyclePolicy(ApiModel):
     """Which images ECR expires. Compared with AWS semantically, so AWS re-ordering never causes churn."""
 
-    cel_rules = (
-        CelRule(
-            "has(self.rules) != has(self.raw)",
-            "lifecyclePolicy must set exactly one of rules or raw",
-            check=lambda p: (p.rules is None) != (p.raw is None),
-        ),
-    )
+    cel_rules = (exactly_one_of("rules", "raw", "lifecyclePolicy must set exactly one of rules or raw"),)
 
     rules: LifecycleRules | None = Field(
         default=None, min_length=1, max_length=50, description="Structured lifecycle rules (at most 50)."
@@ -405,11 +400,7 @@ class IdentityPolicy(ApiModel):
     Only roles the cluster admin allows for the namespace (ECR_OPERATOR_ALLOWED_IDENTITY_POLICY_ROLES)."""
 
     cel_rules = (
-        CelRule(
-            "has(self.roleName) != has(self.roleArn)",
-            "identityPolicies: set exactly one of roleName or roleArn",
-            check=lambda p: (p.role_name is None) != (p.role_arn is None),
-        ),
+        exactly_one_of("role_name", "role_arn", "identityPolicies: set exactly one of roleName or roleArn"),
     )
 
     role_name: str | None = Field(
