@@ -195,6 +195,23 @@ NonNegativeDuration = Annotated[
 JsonValue = BeforeValidator(_decode_json)
 
 
+def _shaped(pattern: re.Pattern[str], refusal: str) -> AfterValidator:
+    """A check that a text matches ``pattern``; the error quotes the text, then says ``refusal``."""
+
+    def check(text: str) -> str:
+        if not pattern.match(text):
+            raise ValueError(f"{text!r} {refusal}")
+        return text
+
+    return AfterValidator(check)
+
+
+AccountIdText = Annotated[str, _shaped(_ACCOUNT_ID, "is not a 12-digit AWS account ID")]
+RegionName = Annotated[str, _shaped(_REGION, "is not an AWS region name such as 'us-east-1'")]
+RoleArnText = Annotated[str, _shaped(_ROLE_ARN, "is not an IAM role ARN")]
+ClusterId = Annotated[str, _shaped(_CLUSTER_ID, "must be 1-128 letters, digits, '.', '_' or '-'")]
+
+
 def _glob_matches(value: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(value, pattern) for pattern in patterns)
 
@@ -307,30 +324,9 @@ class MirrorSourcePolicy:
 class PullSecretRegistry(_ChartModel):
     """An ECR registry whose pull credentials go into the cluster-wide pull secret."""
 
-    account_id: str
-    region: str
-    role_arn: str | None = None
-
-    @field_validator("account_id")
-    @classmethod
-    def _twelve_digits(cls, account_id: str) -> str:
-        if not _ACCOUNT_ID.match(account_id):
-            raise ValueError(f"{account_id!r} is not a 12-digit AWS account ID")
-        return account_id
-
-    @field_validator("region")
-    @classmethod
-    def _region_shape(cls, region: str) -> str:
-        if not _REGION.match(region):
-            raise ValueError(f"{region!r} is not an AWS region name such as 'us-east-1'")
-        return region
-
-    @field_validator("role_arn")
-    @classmethod
-    def _role_arn_shape(cls, role_arn: str | None) -> str | None:
-        if role_arn is not None and not _ROLE_ARN.match(role_arn):
-            raise ValueError(f"{role_arn!r} is not an IAM role ARN")
-        return role_arn
+    account_id: AccountIdText
+    region: RegionName
+    role_arn: RoleArnText | None = None
 
 
 class NamespaceSelector(_ChartModel):
@@ -395,9 +391,9 @@ class Settings(BaseSettings):
     )
 
     # AWS
-    aws_region: str | None = None
+    aws_region: RegionName | None = None
     """Region for objects that name none; unset means boto3's own choice (AWS_REGION / AWS_DEFAULT_REGION)."""
-    allowed_regions: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_decode_name_list)] = ()
+    allowed_regions: Annotated[tuple[RegionName, ...], NoDecode, BeforeValidator(_decode_name_list)] = ()
     """Regions objects may use; empty means every region botocore knows ECR in (all partitions)."""
     registry_host_overrides: Annotated[dict[str, str], NoDecode, JsonValue] = Field(default_factory=dict)
     """ECR registry host (or ``*``) -> ``host:port`` really serving its registry API (moto has none)."""
@@ -405,7 +401,7 @@ class Settings(BaseSettings):
     """Extra PEM CA certificates trusted for registry TLS, on top of the system's."""
     allowed_role_arns: Annotated[tuple[RoleArnRule, ...], NoDecode, JsonValue] = ()
     """Role ARNs objects may ask the operator to assume; empty means none may."""
-    cluster_id: str = "default"
+    cluster_id: ClusterId = "default"
     """Written into the owner tag of every repository, so two clusters sharing an account never collide."""
     repository_name_prefix: str = ""
     """Template every repository name in a namespace must start with, e.g. ``{namespace}/``; it ends with
@@ -481,21 +477,6 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("aws_region")
-    @classmethod
-    def _region_shape(cls, region: str | None) -> str | None:
-        if region is not None and not _REGION.match(region):
-            raise ValueError(f"{region!r} is not an AWS region name such as 'us-east-1'")
-        return region
-
-    @field_validator("allowed_regions")
-    @classmethod
-    def _region_shapes(cls, regions: tuple[str, ...]) -> tuple[str, ...]:
-        for region in regions:
-            if not _REGION.match(region):
-                raise ValueError(f"{region!r} is not an AWS region name such as 'us-east-1'")
-        return regions
-
     @field_validator("registry_host_overrides")
     @classmethod
     def _override_shapes(cls, overrides: dict[str, str]) -> dict[str, str]:
@@ -515,13 +496,6 @@ class Settings(BaseSettings):
         if path is not None and not path.is_file():
             raise ValueError(f"{str(path)!r} is not a readable file")
         return path
-
-    @field_validator("cluster_id")
-    @classmethod
-    def _cluster_id_shape(cls, cluster_id: str) -> str:
-        if not _CLUSTER_ID.match(cluster_id):
-            raise ValueError(f"{cluster_id!r} must be 1-128 letters, digits, '.', '_' or '-'")
-        return cluster_id
 
     @field_validator("repository_name_prefix")
     @classmethod

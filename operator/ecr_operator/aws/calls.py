@@ -105,3 +105,16 @@ async def call_aws(service: str, operation: str, function: Callable[..., T], **p
         return await asyncio.to_thread(function, **parameters)
     except (ClientError, BotoCoreError) as error:
         raise AwsCallFailed.from_error(service, operation, error) from error
+
+
+async def call_aws_unless_absent(
+    absent: str, service: str, operation: str, function: Callable[..., T], **parameters: Any
+) -> T | None:
+    """``call_aws``, or None when AWS answers that the call's subject does not exist (error code ``absent``):
+    reading what is not there finds nothing, and deleting what is gone already is a success."""
+    try:
+        return await call_aws(service, operation, function, **parameters)
+    except AwsCallFailed as error:
+        if error.code == absent:
+            return None
+        raise
