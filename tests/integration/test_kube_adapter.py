@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -18,8 +19,10 @@ import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 import ecr_operator
 from ecr_operator.api.common import API_VERSION, ResourceInfo
@@ -27,6 +30,7 @@ from ecr_operator.api.mirror import IMAGE_MIRROR
 from ecr_operator.api.repository import ECR_REPOSITORY
 from ecr_operator.kube import Kube, KubeApiError, ObjectReference, load_connection, status_field_manager
 from ecr_operator.kube.client import ApiClient
+from ecr_operator.kube.connection import in_cluster_connection
 from ecr_operator.kube.objects import APPLY_PATCH, MERGE_PATCH, core_object_path, custom_object_path
 from ecr_sandbox.world import World
 from operator_fixture import ChartIdentity
@@ -90,13 +94,26 @@ def api_client(kubeconfig: Path) -> ApiClient:
     return ApiClient(load_connection({"KUBECONFIG": str(kubeconfig)}), 4)
 
 
+@contextlib.asynccontextmanager
+async def started(api: ApiClient) -> AsyncIterator[Kube]:
+    adapter = Kube(api)
+    await adapter.start()
+    try:
+        yield adapter
+    finally:
+        await adapter.stop()
+
+
+def chart_token(chart_identity: ChartIdentity) -> str:
+    """The chart ServiceAccount's token, from the kubeconfig the operator fixture wrote."""
+    return str(yaml.safe_load(chart_identity.kubeconfig.read_text())["users"][0]["user"]["token"])
+
+
 @pytest.fixture
 async def kube(chart_identity: ChartIdentity) -> AsyncIterator[Kube]:
     """The adapter as the operator runs it: the chart's ServiceAccount, the chart's ClusterRole."""
-    adapter = Kube(api_client(chart_identity.kubeconfig))
-    await adapter.start()
-    yield adapter
-    await adapter.stop()
+    async with started(api_client(chart_identity.kubeconfig)) as adapter:
+        yield adapter
 
 
 @pytest.fixture
@@ -216,6 +233,42 @@ def test_the_adapter_of_a_process_comes_from_its_kubeconfig_and_settings(
         if event.namespace == namespace and event.name == "absent"
     ]
     assert read.user_agent == f"ecr-operator/{ecr_operator.__version__}"
+
+
+async def test_a_token_file_is_read_again_when_the_kubelet_rotates_it(
+    chart_identity: ChartIdentity, namespace: str, tmp_path: Path
+) -> None:
+    """A bound service account token is replaced about hourly: the next request sends the new one."""
+    token_file = tmp_path / "token"
+    token_file.write_text("expired-token")
+    config = yaml.safe_load(chart_identity.kubeconfig.read_text())
+    config["users"][0]["user"] = {"tokenFile": "token"}  # relative to the kubeconfig, as kubectl reads it
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(config))
+
+    async with started(api_client(tmp_path / "kubeconfig")) as adapter:
+        with pytest.raises(KubeApiError) as refused:
+            await adapter.read_secret(namespace, "absent")
+        assert refused.value.status == 401
+        rotated = tmp_path / "token.new"  # the kubelet's way: a new file swapped in at once
+        rotated.write_text(chart_token(chart_identity))
+        rotated.replace(token_file)
+
+        assert await adapter.read_secret(namespace, "absent") is None
+
+
+async def test_in_a_pod_the_service_account_and_the_service_address_connect(
+    world: World, chart_identity: ChartIdentity, namespace: str, tmp_path: Path
+) -> None:
+    (tmp_path / "token").write_text(chart_token(chart_identity))
+    (tmp_path / "ca.crt").write_bytes(world.ca_bundle.read_bytes())
+    apiserver = urlsplit(world.apiserver_url)
+    environ = {
+        "KUBERNETES_SERVICE_HOST": str(apiserver.hostname),
+        "KUBERNETES_SERVICE_PORT": str(apiserver.port),
+    }
+
+    async with started(ApiClient(in_cluster_connection(environ, tmp_path), 2)) as adapter:
+        assert await adapter.read_secret(namespace, "absent") is None
 
 
 async def test_secret_create_read_patch_and_delete_with_the_uid_precondition(
