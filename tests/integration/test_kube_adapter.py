@@ -21,14 +21,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
 import yaml
+from aiohttp import web
 
 import ecr_operator
 from ecr_operator.api.common import API_VERSION, ResourceInfo
 from ecr_operator.api.mirror import IMAGE_MIRROR
 from ecr_operator.api.repository import ECR_REPOSITORY
-from ecr_operator.kube import Kube, KubeApiError, ObjectReference, load_connection, status_field_manager
+from ecr_operator.kube import (
+    Kube,
+    KubeApiError,
+    KubeConnection,
+    ObjectReference,
+    load_connection,
+    status_field_manager,
+)
 from ecr_operator.kube.client import ApiClient
 from ecr_operator.kube.connection import in_cluster_connection
 from ecr_operator.kube.objects import APPLY_PATCH, MERGE_PATCH, core_object_path, custom_object_path
@@ -586,3 +595,90 @@ async def test_the_old_whole_list_merge_patch_drops_pull_secret_ready(
             reasons(await read_status(kube, namespace, "app")).get(PULL_SECRET_READY) != f"Round{round_}"
         )
     assert dropped == ROUNDS
+
+
+# --- a misbehaving apiserver ------------------------------------------------------------------------------
+
+MARKER = "c2VjcmV0LWluLWFuLWVycm9yLWJvZHk"  # what a Secret's data echoed in an error body would look like
+CLIENT_PORTS = web.AppKey("client_ports", list[int])
+
+
+async def misbehaving(request: web.Request) -> web.StreamResponse:
+    """A loopback stand-in for an apiserver (or a proxy before it) answering each Secret name its way."""
+    request.app[CLIENT_PORTS].append(request.transport.get_extra_info("peername")[1])
+    name = request.match_info["name"]
+    if name == "huge":
+        return web.Response(status=500, text=f"<html>{MARKER * 40_000}</html>", content_type="text/html")
+    if name == "unsized":
+        response = web.StreamResponse(status=503)  # chunked: no Content-Length
+        await response.prepare(request)
+        await response.write(MARKER.encode())
+        return response
+    if name == "html":
+        return web.Response(status=200, text=f"<html>{MARKER}</html>", content_type="text/html")
+    return web.json_response({"kind": "Status", "message": f"secrets {MARKER} not found"}, status=404)
+
+
+@pytest.fixture
+async def misbehaving_kube() -> AsyncIterator[tuple[Kube, list[int]]]:
+    """The adapter against the stand-in, and the client port of every request it received."""
+    app = web.Application()
+    app[CLIENT_PORTS] = []
+    app.router.add_get("/api/v1/namespaces/{namespace}/secrets/{name}", misbehaving)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    async with started(ApiClient(KubeConnection(server=f"http://127.0.0.1:{port}"), 1)) as adapter:
+        yield adapter, app[CLIENT_PORTS]
+    await runner.cleanup()
+
+
+def keeps(error: BaseException, marker: str) -> bool:
+    """Whether the error, or any frame its traceback keeps alive, still holds ``marker``."""
+    if marker in str(error) or marker in repr(error):
+        return True
+    traceback = error.__traceback__
+    while traceback is not None:
+        for value in traceback.tb_frame.f_locals.values():
+            if isinstance(value, aiohttp.ClientResponse):
+                value = value._body  # what response.read() would have kept
+            if isinstance(value, str | bytes) and marker in (
+                value if isinstance(value, str) else value.decode()
+            ):
+                return True
+        traceback = traceback.tb_next
+    return False
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("huge", "read Secret ns/huge: HTTP 500 Internal Server Error"),
+        ("unsized", "read Secret ns/unsized: HTTP 503 Service Unavailable"),
+        ("html", "read Secret ns/html: HTTP 200 answered text/html, not JSON"),
+    ],
+)
+async def test_an_error_body_is_never_kept(
+    misbehaving_kube: tuple[Kube, list[int]], name: str, expected: str
+) -> None:
+    adapter, _ = misbehaving_kube
+
+    with pytest.raises(KubeApiError) as refused:
+        await adapter.read_secret("ns", name)
+
+    assert str(refused.value) == expected
+    assert not keeps(refused.value, MARKER)
+    assert await adapter.read_secret("ns", "absent") is None  # the client goes on working
+
+
+async def test_a_small_error_body_is_read_and_dropped_so_the_connection_stays_open(
+    misbehaving_kube: tuple[Kube, list[int]],
+) -> None:
+    adapter, client_ports = misbehaving_kube
+
+    for _ in range(5):
+        assert await adapter.read_secret("ns", "absent") is None
+
+    assert len(set(client_ports)) == 1  # one keep-alive connection served all five 404s
