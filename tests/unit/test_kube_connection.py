@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from ecr_operator.cli import EXIT_FAILURE
 from ecr_operator.handlers.startup import connection_info
 from ecr_operator.kube import KubeConfigError, KubeConnection
 from ecr_operator.kube.connection import (
@@ -236,3 +237,28 @@ def test_the_product_runs_without_the_kubernetes_package(tmp_path: Path) -> None
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["https://127.0.0.1:6443", "[]"]
+
+
+def test_the_operator_refuses_a_credential_plugin_before_it_starts(tmp_path: Path) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text(json.dumps(kubeconfig({"exec": {"command": "aws", "apiVersion": "v1"}})))
+    environment = {
+        "KUBECONFIG": str(config),
+        "PATH": os.environ.get("PATH", ""),
+        "ECR_OPERATOR_LOG_FORMAT": "text",
+    }
+    if "PYTHONPATH" in os.environ:
+        environment["PYTHONPATH"] = os.environ["PYTHONPATH"]
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ecr_operator", "run"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == EXIT_FAILURE
+    assert "operator cannot start: kubeconfig user 'operator' authenticates with users[].user.exec" in (
+        result.stdout + result.stderr
+    )
