@@ -29,7 +29,7 @@ from ecr_operator.controllers.mirror_registries import MirrorRegistries
 from ecr_operator.controllers.pullsecrets import PullSecretController
 from ecr_operator.controllers.repository import RepositoryController
 from ecr_operator.controllers.repository_work import RepositoryWork
-from ecr_operator.kube import Kube
+from ecr_operator.kube import Kube, KubeConfigError
 from ecr_operator.locks import KeyedLocks
 from ecr_operator.metrics import Metrics, MetricsServer, ObjectReadiness
 
@@ -55,7 +55,7 @@ class Runtime:
     ecr: EcrRepositories
     iam: IamRolePolicies
     kube: Kube
-    """The one Kubernetes adapter (one ApiClient) for every write beyond kopf's watches."""
+    """The one Kubernetes adapter (one aiohttp session) for every call beyond kopf's watches."""
     registry_login: RegistryLogin
     """Verifies new ECR tokens at the registry's ``/v2/``; its HTTP session lives from start to stop."""
     ecr_tokens: EcrTokenCache
@@ -97,7 +97,8 @@ class Runtime:
             settings=settings,
             metrics=metrics,
             metrics_server=MetricsServer(metrics, settings.bind_address, settings.metrics_port),
-            # boto3 blocks: its calls run in these threads (asyncio.to_thread uses them), bounded here.
+            # boto3 blocks: its calls run in these threads (asyncio.to_thread uses them), bounded here. The
+            # Kubernetes adapter is asynchronous and needs none.
             executor=ThreadPoolExecutor(
                 max_workers=settings.aws_max_concurrency, thread_name_prefix="blocking"
             ),
@@ -140,6 +141,7 @@ class Runtime:
             raise StartupError(
                 f"cannot serve metrics on {self.settings.bind_address}:{self.settings.metrics_port}: {error}"
             ) from None
+        await self.kube.start()
         await self.registry_login.start()
         await self.mirror_registries.start()
         await self.pull_secrets.start()
@@ -150,7 +152,7 @@ class Runtime:
         await self.pull_secrets.stop()
         await self.mirror_registries.stop()
         await self.registry_login.stop()
-        self.kube.close()
+        await self.kube.stop()
         await self.metrics_server.stop()
 
 
@@ -160,7 +162,11 @@ async def serve(settings: Settings) -> None:
     kopf installs its own SIGTERM/SIGINT handlers: it stops the watches, runs cleanup handlers and returns.
     Importing ``ecr_operator.handlers`` first registers the handlers in kopf's default registry.
     """
-    runtime = Runtime.create(settings, await asyncio.to_thread(Kube.from_settings, settings))
+    try:
+        kube = await asyncio.to_thread(Kube.from_settings, settings)
+    except KubeConfigError as error:
+        raise StartupError(str(error)) from None
+    runtime = Runtime.create(settings, kube)
     await runtime.start()
     try:
         host = f"[{settings.bind_address}]" if ":" in settings.bind_address else settings.bind_address

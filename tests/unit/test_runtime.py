@@ -11,12 +11,12 @@ import copy
 import os
 
 import kopf
-import kubernetes.client
 import pytest
 
 from ecr_operator.config import Settings
 from ecr_operator.handlers.startup import configure_kopf
-from ecr_operator.kube import Kube
+from ecr_operator.kube import Kube, KubeConnection
+from ecr_operator.kube.client import ApiClient
 from ecr_operator.metrics import Metrics
 from ecr_operator.runtime import Runtime
 
@@ -101,8 +101,8 @@ def test_watch_timeouts_are_whole_seconds(kopf_settings: kopf.OperatorSettings) 
 
 
 def test_every_object_shares_the_one_runtime(settings: Settings) -> None:
-    # An ApiClient without configuration: nothing connects until a call is made.
-    runtime = Runtime.create(settings, Kube(kubernetes.client.ApiClient()))
+    # Nothing connects until the client is started and a call is made.
+    runtime = Runtime.create(settings, Kube(ApiClient(KubeConnection(server="https://127.0.0.1:1"), 1)))
 
     # kopf shallow-copies the memo per object; the copy must be the process-wide runtime itself.
     assert copy.copy(runtime) is runtime

@@ -1,5 +1,6 @@
 """kopf made this project's: its finalizer and bookkeeping annotations move to the ``ecr-operator.io``
-domain, watches cannot freeze silently, and Events are posted only on purpose.
+domain, watches cannot freeze silently, Events are posted only on purpose, and it connects with the
+credentials the Kube adapter uses.
 
 ``configure_kopf`` is pure assignment, so the choices are visible in one place; the startup handler
 ``configure`` applies it before any watch starts.
@@ -17,6 +18,8 @@ import kopf
 from ecr_operator.api.common import GROUP
 from ecr_operator.api.repository import ECR_REPOSITORY
 from ecr_operator.config import Settings, settings_summary
+from ecr_operator.kube import BearerToken, KubeConnection, load_connection
+from ecr_operator.kube.client import CONNECT_TIMEOUT, REQUEST_TIMEOUT
 from ecr_operator.runtime import Runtime
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -31,9 +34,6 @@ WATCH_SERVER_TIMEOUT = 300
 WATCH_CLIENT_TIMEOUT = WATCH_SERVER_TIMEOUT + 60
 # Bookmarks arrive about every 60 s on a live watch; a silence longer than this means the stream is dead.
 WATCH_INACTIVITY_TIMEOUT = 70.0
-CONNECT_TIMEOUT = 15.0
-# For ordinary API requests (GET, PATCH); kopf's default of 5 minutes would stall a handler far too long.
-REQUEST_TIMEOUT = 60.0
 
 logger = logging.getLogger(__name__)
 
@@ -102,3 +102,28 @@ async def configure(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) ->
     configure_kopf(settings, memo.settings)
     settings.execution.executor = memo.executor
     logger.info("operator started", extra={"configuration": settings_summary(memo.settings)})
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf connects as the Kube adapter does. Without a login handler kopf falls back to its own, which
+    use the ``kubernetes`` package when it is installed. kopf calls this again after a 401: a rotated
+    service account token is read afresh."""
+    return connection_info(load_connection())
+
+
+def connection_info(connection: KubeConnection) -> kopf.ConnectionInfo:
+    token = BearerToken(connection).current()
+    return kopf.ConnectionInfo(
+        server=connection.server,
+        ca_path=connection.ca_file,
+        ca_data=connection.ca_pem,
+        insecure=connection.insecure,
+        scheme="Bearer" if token else None,
+        token=token,
+        certificate_path=connection.certificate_file,
+        certificate_data=connection.certificate_pem,
+        private_key_path=connection.key_file,
+        private_key_data=connection.key_pem,
+        default_namespace=connection.namespace,
+    )
