@@ -255,4 +255,3 @@ def object_logger(
 ) -> logging.LoggerAdapter[logging.Logger]:
     """A logger whose records name the object, for work done outside kopf's handlers."""
     return _ObjectLogger(logger, {"k8s_ref": {"kind": kind, "namespace": namespace, "name": name}})
-

@@ -25,7 +25,13 @@ pytestmark = pytest.mark.unit
 def body(name: str, *, generation: int = 1, observed: int | None = None, **metadata: Any) -> dict[str, Any]:
     status = {} if observed is None else {"observedGeneration": observed}
     return {
-        "metadata": {"namespace": "team", "name": name, "uid": f"uid-{name}", "generation": generation, **metadata},
+        "metadata": {
+            "namespace": "team",
+            "name": name,
+            "uid": f"uid-{name}",
+            "generation": generation,
+            **metadata,
+        },
         "spec": {"registry": {"region": "us-east-1"}},
         "status": status,
     }
@@ -73,8 +79,8 @@ def work(controller: FakeController, kube: FakeKube, **settings: Any) -> Reposit
     )
 
 
-async def until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
+async def until(condition: Callable[[], bool], within: float = 2.0) -> None:
+    deadline = time.monotonic() + within
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)

@@ -335,9 +335,7 @@ class RepositoryController:
         # without describing first (a DescribeRepositories of a missing name fails anyway). Status is
         # only a hint here: a repository that exists makes CreateRepository fail, and then it is observed.
         try:
-            return await self._observe_plan_apply(
-                target, progress, observe=bool(status.get("repositoryArn"))
-            )
+            return await self._observe_plan_apply(target, progress, observe=bool(status.get("repositoryArn")))
         except AwsCallFailed as error:
             if error.code != REPOSITORY_ALREADY_EXISTS:
                 raise

@@ -11,6 +11,7 @@ a kopf timer per object, which held an asyncio task and the object's whole body 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -147,10 +148,8 @@ class RepositoryWork:
             timeout = max(0.0, self._due[0][0] - now) if self._due else None
             if self._due and self._due[0][2] in self._running:
                 timeout = 0.05  # its previous reconcile is about to end
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
 
     async def _work(self) -> None:
         while True:
@@ -211,6 +210,7 @@ class RepositoryWork:
             return
         gap = self._interval * PASS_SPREAD / len(chunks)
         rate = RequestRate(self._drift_rate, clock=self._clock)
+        started = self._clock()
         with paced_by(rate):
             for number, chunk in enumerate(chunks):
                 if number:
