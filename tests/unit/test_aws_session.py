@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import botocore.session
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,10 +13,12 @@ from hypothesis import strategies as st
 from ecr_operator.api.common import REGION_PATTERN
 from ecr_operator.aws.calls import AwsCallFailed, call_aws
 from ecr_operator.aws.session import (
+    ENDPOINT_PREFIXES,
     REGION_NOT_ALLOWED,
     AwsClients,
     RegionNotAllowed,
     error_code,
+    endpoint_table,
     error_message,
     known_ecr_regions,
 )
@@ -182,3 +185,28 @@ async def test_coroutines_get_clients_built_off_the_event_loop_and_cached_ones_a
     assert again is first
     assert len(built_in) == 1  # the second came from the cache, without a thread hop
     assert built_in[0] != threading.get_ident()  # the first was built in a worker thread
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-1", "cn-north-1", "us-gov-west-1", "us-iso-east-1"])
+@pytest.mark.parametrize("service", ["ecr", "iam", "sts"])
+def test_clients_reach_the_endpoints_botocores_whole_table_gives(service: str, region: str) -> None:
+    ours = AwsClients().client(service, AwsIdentity(region=region))  # type: ignore[call-overload]
+    plain = botocore.session.get_session().create_client(service, region_name=region)
+
+    assert (ours.meta.endpoint_url, ours.meta.region_name) == (
+        plain.meta.endpoint_url,
+        plain.meta.region_name,
+    )
+
+
+def test_the_whole_endpoint_table_is_never_loaded() -> None:
+    clients = AwsClients()
+    clients.client("ecr", AwsIdentity(region="us-east-1"))
+    clients.client("ecr", AwsIdentity(region="us-east-1", role_arn=ROLE.format("table")))
+
+    assert all(
+        set(partition["services"]) <= ENDPOINT_PREFIXES for partition in endpoint_table()["partitions"]
+    )
+    session = clients._session_for(None, "us-east-1")
+    loader = session.get_component("data_loader")
+    assert not any("endpoints" in str(key) for key in getattr(loader, "_cache", {}))
