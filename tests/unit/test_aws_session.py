@@ -17,8 +17,8 @@ from ecr_operator.aws.session import (
     REGION_NOT_ALLOWED,
     AwsClients,
     RegionNotAllowed,
-    error_code,
     endpoint_table,
+    error_code,
     error_message,
     known_ecr_regions,
 )
