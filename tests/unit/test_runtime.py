@@ -107,3 +107,18 @@ def test_every_object_shares_the_one_runtime(settings: Settings) -> None:
     # kopf shallow-copies the memo per object; the copy must be the process-wide runtime itself.
     assert copy.copy(runtime) is runtime
     assert isinstance(runtime.metrics, Metrics)
+
+
+def test_a_finished_deletion_leaves_no_marker_to_write_on_a_repository(
+    kopf_settings: kopf.OperatorSettings,
+) -> None:
+    # The progress of a deletion that succeeds at once is stored and purged in one cycle: nothing may remain
+    # for a patch of its own beside the finalizer's removal.
+    storage = kopf_settings.persistence.progress_storage
+    for kind, written in (("EcrRepository", False), ("ImageMirror", True)):
+        body, patch = an_object(kind), kopf.Patch()
+        key = kopf.HandlerId("delete_repository")
+        storage.store(key=key, record={"success": True}, body=body, patch=patch)
+        storage.purge(key=key, body=body, patch=patch)
+
+        assert bool(patch) is written, kind

@@ -38,10 +38,13 @@ WATCH_INACTIVITY_TIMEOUT = 70.0
 logger = logging.getLogger(__name__)
 
 
+# Kinds reconciled by ``status.observedGeneration`` (no create/update handlers): kopf keeps no bookkeeping
+# annotations on them, so its only writes are the finalizer (and progress while a deletion is retried).
+WITHOUT_KOPF_BOOKKEEPING = frozenset({ECR_REPOSITORY.kind})
+
+
 class DiffBaseExceptFor(kopf.AnnotationsDiffBaseStorage):
-    """kopf's diff-base in annotations, except for ``kinds`` that have no create/update handlers (they are
-    reconciled by ``status.observedGeneration``): for those nothing is kept, so kopf's only write to them is
-    its finalizer."""
+    """kopf's diff-base in annotations, except for ``kinds``: for those nothing is kept."""
 
     def __init__(self, kinds: Iterable[str], *, prefix: str, key: str) -> None:
         super().__init__(prefix=prefix, key=key, v1=False)
@@ -55,14 +58,30 @@ class DiffBaseExceptFor(kopf.AnnotationsDiffBaseStorage):
             super().store(body=body, patch=patch, essence=essence)
 
 
+class ProgressUnmarkedFor(kopf.AnnotationsProgressStorage):
+    """kopf's handler progress in annotations, without the ``<prefix>/kopf-managed`` marker on ``kinds``.
+
+    The marker tells other kopf operators which annotations are kopf's. kopf writes it with the first
+    progress record: on an object with no diff-base (``DiffBaseExceptFor``) that is the deletion, and the
+    marker alone became a second patch beside the finalizer's removal (2 writes per deleted object)."""
+
+    def __init__(self, kinds: Iterable[str], *, prefix: str) -> None:
+        super().__init__(prefix=prefix, v1=False)
+        self._kinds = frozenset(kinds)
+
+    def _store_marker(self, prefix: str, patch: kopf.Patch, body: kopf.Body) -> None:
+        if body.get("kind") not in self._kinds:
+            super()._store_marker(prefix=prefix, patch=patch, body=body)
+
+
 def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
     """Tune kopf for this operator; pure assignment, so the choices are visible in one place."""
     persistence = kopf_settings.persistence
     persistence.finalizer = FINALIZER
     # v1=False: a new project has no annotations from kopf's older key format to stay compatible with.
-    persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATIONS_PREFIX, v1=False)
+    persistence.progress_storage = ProgressUnmarkedFor(WITHOUT_KOPF_BOOKKEEPING, prefix=ANNOTATIONS_PREFIX)
     persistence.diffbase_storage = DiffBaseExceptFor(
-        [ECR_REPOSITORY.kind], prefix=ANNOTATIONS_PREFIX, key=DIFFBASE_KEY
+        WITHOUT_KOPF_BOOKKEEPING, prefix=ANNOTATIONS_PREFIX, key=DIFFBASE_KEY
     )
 
     watching = kopf_settings.watching
