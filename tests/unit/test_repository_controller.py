@@ -58,6 +58,7 @@ class FakeEcr:
         self.repositories: dict[str, StoredRepository] = {}
         self.applied: list[RepositoryAction] = []
         self.reads = 0
+        self.create_attempts = 0
         self.failures: dict[type[RepositoryAction], AwsCallFailed] = {}
 
     def add(self, name: str, tags: dict[str, str], images: int = 0) -> None:
@@ -77,6 +78,7 @@ class FakeEcr:
         self.applied.append(action)
         match action:
             case CreateRepository():
+                self.create_attempts += 1
                 if action.repository in self.repositories:
                     self.applied.pop()
                     raise AwsCallFailed("ecr", "CreateRepository", REPOSITORY_ALREADY_EXISTS, "exists")
@@ -387,3 +389,15 @@ def test_no_reconcile_acts_once_the_objects_deletion_has_begun() -> None:
 
     assert world.ecr.applied == []
     assert world.kube.status_writes == []
+
+
+def test_a_spec_that_names_an_adoption_policy_is_looked_at_before_any_create() -> None:
+    world = harness()
+    world.ecr.add(NAME, {})
+
+    world.reconcile(repository_object(adoption="Fail"))
+
+    assert world.ecr.reads == 1
+    assert world.ecr.create_attempts == 0
+    assert world.ecr.applied == []
+    assert conditions(world.stored_status())["Ready"] == ("False", "AdoptionRefused")

@@ -103,12 +103,40 @@ async def test_a_new_spec_is_reconciled_once_and_a_status_change_not_at_all() ->
         await until(lambda: len(controller.reconciled) == 1)
         # The reconcile's own status write comes back as an event: it asks for nothing.
         queue.watched(RepositoryObject.from_body(body("app", observed=1)), deleting=False)
+        # Neither does a late event of a write made before it (kopf's finalizer): same generation.
+        queue.watched(RepositoryObject.from_body(body("app", finalizers=["f"])), deleting=False)
         await asyncio.sleep(0.1)
 
     await running(queue, test)
     assert controller.reconciled == [("app", 0, None)]
     assert len(queue) == 1
     assert kube.reads == 0  # the watched view was fresh: nothing was read
+
+
+async def test_an_event_during_the_reconcile_of_its_generation_asks_for_nothing_more() -> None:
+    controller, kube = FakeController(), FakeKube()
+    release = asyncio.Event()
+    reconcile = controller.reconcile
+
+    async def slow_reconcile(obj: RepositoryObject, retry: int) -> RetryLater | None:
+        await release.wait()
+        return await reconcile(obj, retry)
+
+    controller.reconcile = slow_reconcile  # type: ignore[method-assign]
+    queue = work(controller, kube, drift_interval="1h")
+
+    async def test() -> None:
+        queue.watched(RepositoryObject.from_body(body("app")), deleting=False)
+        await asyncio.sleep(0.05)
+        queue.watched(RepositoryObject.from_body(body("app", finalizers=["f"])), deleting=False)
+        queue.watched(RepositoryObject.from_body(body("app", generation=2)), deleting=False)
+        release.set()
+        await until(lambda: len(controller.reconciled) == 2)
+        await asyncio.sleep(0.1)
+
+    await running(queue, test)
+    assert [generation for _, _, generation in controller.reconciled] == [None, None]
+    assert len(controller.reconciled) == 2  # generation 1 once, then generation 2
 
 
 async def test_a_changed_spec_is_reconciled_with_the_newest_view() -> None:

@@ -79,7 +79,11 @@ class RepositoryWork:
         self._pending: dict[str, _Pending] = {}
         self._due: list[tuple[float, int, str]] = []
         self._order = itertools.count()
-        self._running: set[str] = set()
+        self._running: dict[str, int | None] = {}
+        """UIDs being reconciled or checked, with the generation they are reconciled at."""
+        self._reconciled: dict[str, int | None] = {}
+        """The generation each object was last reconciled at: watch events that predate that reconcile's
+        status write (kopf's finalizer patch, say) still show the old observedGeneration."""
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -103,21 +107,30 @@ class RepositoryWork:
         if deleting:
             # kopf's delete handler takes over; nothing more is reconciled for it.
             self._controller.deletion_started(obj.uid)
-            self._keys.pop(obj.uid, None)
-            self._pending.pop(obj.uid, None)
+            self._forget(obj.uid)
             return
         self._keys[obj.uid] = ObjectKey(obj.namespace, obj.name)
         pending = self._pending.get(obj.uid)
         if pending is not None:
             pending.obj = obj  # the newest view, at the same time
-        elif reconcile_due(obj.generation, obj.status):
+        elif reconcile_due(obj.generation, obj.status) and not self._reconciling(obj.uid, obj.generation):
             self._schedule(obj.uid, 0.0, retry=0, obj=obj)
+
+    def _reconciling(self, uid: str, generation: int | None) -> bool:
+        """This generation is being reconciled now, or was already."""
+        if uid in self._running:
+            return self._running[uid] == generation
+        return uid in self._reconciled and self._reconciled[uid] == generation
 
     def gone(self, uid: str) -> None:
         """The object no longer exists."""
+        self._forget(uid)
+        self._controller.forget(uid)
+
+    def _forget(self, uid: str) -> None:
         self._keys.pop(uid, None)
         self._pending.pop(uid, None)
-        self._controller.forget(uid)
+        self._reconciled.pop(uid, None)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -154,22 +167,26 @@ class RepositoryWork:
     async def _work(self) -> None:
         while True:
             uid, pending = await self._next_due()
-            self._running.add(uid)
+            self._running[uid] = pending.obj.generation if pending.obj else None
             try:
                 later = await self._reconcile(uid, pending)
             finally:
-                self._running.discard(uid)
-            if later is not None and uid in self._keys and uid not in self._pending:
+                generation = self._running.pop(uid, None)
+            if later is None:
+                if uid in self._keys:
+                    self._reconciled[uid] = generation
+            elif uid in self._keys and uid not in self._pending:
                 self._schedule(uid, later.delay, retry=pending.retry + 1, obj=None)
 
     async def _reconcile(self, uid: str, pending: _Pending) -> RetryLater | None:
-        obj = pending.obj or await self._read(uid)
-        if obj is None:
-            return None
         try:
+            obj = pending.obj or await self._read(uid)
+            if obj is None:
+                return None
+            self._running[uid] = obj.generation
             return await self._controller.reconcile(obj, pending.retry)
-        except Exception as error:  # one object's bug must not end the worker
-            obj.log.exception("reconcile failed")
+        except Exception as error:  # one object's failure must not end the worker
+            logger.exception("reconcile failed", extra={"uid": uid})
             return RetryLater(str(error), READ_RETRY_DELAY)
 
     async def _read(self, uid: str) -> RepositoryObject | None:
@@ -221,11 +238,12 @@ class RepositoryWork:
     async def _check(self, uid: str) -> None:
         if uid in self._pending or uid in self._running:
             return  # a reconcile is due or under way: it checks AWS anyway
-        self._running.add(uid)
+        self._running[uid] = None
         try:
             obj = await self._read(uid)
             if obj is None:
                 return
+            self._running[uid] = obj.generation
             later = await self._controller.check_drift(obj, 0)
         except KubeApiError as error:
             logger.warning("could not read an EcrRepository for its drift check", extra={"error": str(error)})
@@ -234,6 +252,6 @@ class RepositoryWork:
             logger.exception("drift check failed")
             later = RetryLater(str(error), READ_RETRY_DELAY)
         finally:
-            self._running.discard(uid)
+            self._running.pop(uid, None)
         if later is not None and uid in self._keys and uid not in self._pending:
             self._schedule(uid, later.delay, retry=1, obj=None)
