@@ -21,6 +21,7 @@ from bench.peers import Peers, find_peers
 from bench.report import BenchLine, load_average, print_table, results_path, write_lines, write_meta
 from ecr_sandbox.world import World
 
+CRDS = Path(__file__).resolve().parents[1] / "crds"
 Group = Callable[[World, Peers, Path, argparse.Namespace], tuple[list[BenchLine], dict[str, object]]]
 
 
@@ -43,6 +44,7 @@ def run_scale(
         work,
         options.scale_sizes,
         options.scale_namespaces,
+        options.scale_mirrors,
         options.scale_drift_interval,
         options.scale_cases,
     )
@@ -81,6 +83,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--scale-namespaces", type=int, default=5000, help="namespaces of the pull-secret fan-out case"
     )
     parser.add_argument(
+        "--scale-mirrors", type=int, default=500, help="ImageMirror objects of the steady-state mirror case"
+    )
+    parser.add_argument(
         "--scale-drift-interval", type=float, default=30.0, help="drift interval (s) of the steady case"
     )
     parser.add_argument("--attach", type=Path, metavar="STATE_DIR", help="use the world running there")
@@ -96,7 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in peers.notes:
         print(f"bench: {note}", file=sys.stderr)
     scratch = Path(tempfile.mkdtemp(prefix="ecr-operator-bench-"))
-    world = World.attach(options.attach) if options.attach else World.start(scratch / "world")
+    # The CRDs go in before the world's controllers start, so the garbage collector watches them at once.
+    world = (
+        World.attach(options.attach) if options.attach else World.start(scratch / "world", manifests=[CRDS])
+    )
     lines: list[BenchLine] = []
     meta: dict[str, object] = {}
     try:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bench.mirror import AccessLog, content_gets
 from bench.peers import ACK_ECR_CONTROLLER, ECR_LOGIN_RENEW, install_go_tool
 from bench.report import BenchLine, Target, median, ours_at_most, ours_equal
 from ecr_sandbox.aws import AwsCall
@@ -533,6 +534,82 @@ def pull_secret_fan_out(stage: Stage, namespaces: int) -> None:
     stage.details[case] = {"rotation_writes": by_write(rotation), "token_lifetime_seconds": lifetime}
 
 
+def mirrors_at_steady_state(stage: Stage, count: int) -> None:
+    """``count`` ImageMirror objects (each into an EcrRepository of its own) synced, then no-op passes at
+    the shortest interval (1 min) for two intervals: RSS, and what the source registry served."""
+    case = f"mirrors_{count}"
+    world, namespace = stage.world, stage.namespace(f"mirrors{count}")
+    source = world.registries["anonymous"]
+    image = f"{namespace}/app"
+    world.registry_client("anonymous").push_image(image, "v1")
+    documents: list[dict[str, Any]] = []
+    for index in range(count):
+        name = f"mirror-{index}"
+        documents.append(
+            {
+                "apiVersion": "ecr-operator.io/v1alpha1",
+                "kind": "EcrRepository",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"repositoryName": f"{namespace}/{name}", "registry": {"region": world.region}},
+            }
+        )
+        documents.append(
+            {
+                "apiVersion": "ecr-operator.io/v1alpha1",
+                "kind": "ImageMirror",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "source": {"image": f"{source.host}/{image}"},
+                    "tags": {"list": ["v1"]},
+                    "interval": "1m",
+                    "destination": {"repositoryRef": {"name": name}},
+                },
+            }
+        )
+    interval = 60.0
+
+    def synced_count() -> int:
+        listed = world.kube_client().call("GET", f"{API_PATH}/namespaces/{namespace}/imagemirrors")
+        return sum(
+            any(
+                entry.get("type") == "Synced" and entry.get("status") == "True"
+                for entry in (item.get("status") or {}).get("conditions") or []
+            )
+            for item in listed["items"]
+        )
+
+    overrides = {
+        "ECR_OPERATOR_NAMESPACES": namespace,
+        # The world's registries listen on loopback: allowed as an admin allows an in-cluster registry.
+        "ECR_OPERATOR_MIRROR_ALLOWED_SOURCES": "127.0.0.1/32",
+    }
+    with running_operator(world, stage.work, case, **overrides) as running:
+        create_all(world, stage.work, documents)
+        eventually(f"{count} mirrors synced", lambda: synced_count() == count, timeout=1200, interval=2.0)
+        time.sleep(interval * 1.2)  # past every mirror's first scheduled no-op pass
+        log = AccessLog(source)
+        time.sleep(2 * interval)
+        requests = log.requests()
+        usage = running.usage()
+    delete_all(world, namespace, timeout=600)
+    world.kubectl("delete", "imagemirrors", "--all", "--namespace", namespace, "--wait=false", check=False)
+    world.delete_namespace(namespace)
+    per_second = Counter(int(request.time.timestamp()) for request in requests)
+    stage.record(
+        case,
+        peak_rss_mb=usage.peak_rss_bytes / MB,
+        source_requests=len(requests),
+        source_non_head_requests=sum(request.method != "HEAD" for request in requests),
+        source_content_gets=content_gets([(request.method, request.path) for request in requests]),
+        source_heads_per_mirror_per_pass=sum(r.method == "HEAD" for r in requests) / count / 2,
+        busiest_second_requests=max(per_second.values(), default=0),
+    )
+    stage.details[case] = {
+        "source_requests": dict(Counter(f"{r.method} {r.status}" for r in requests).most_common()),
+        "interval_seconds": interval,
+    }
+
+
 # --- peers, lines, the group ---------------------------------------------------------------------------
 
 
@@ -665,10 +742,28 @@ def lines(stage: Stage) -> list[BenchLine]:
             ours_equal(0),
         )
         line(case, "peak_rss_mb", f"pull_secrets_peak_rss_{count}", "MB", ours_at_most(PEAK_RSS_MB))
+    for case in (name for name in stage.samples if name.startswith("mirrors_")):
+        count = int(case.removeprefix("mirrors_"))
+        line(case, "peak_rss_mb", f"mirrors_peak_rss_{count}", "MB", ours_at_most(PEAK_RSS_MB))
+        line(
+            case,
+            "source_non_head_requests",
+            f"mirrors_source_non_head_requests_{count}",
+            "requests",
+            ours_equal(0),
+        )
+        line(
+            case,
+            "source_heads_per_mirror_per_pass",
+            f"mirrors_source_heads_per_pass_{count}",
+            "requests",
+            NO_TARGET,
+        )
+        line(case, "busiest_second_requests", f"mirrors_busiest_second_{count}", "requests", NO_TARGET)
     return found
 
 
-CASES = ("converge", "steady", "pull-secrets")
+CASES = ("converge", "steady", "pull-secrets", "mirrors")
 
 
 def run(
@@ -676,6 +771,7 @@ def run(
     work: Path,
     sizes: Sequence[int],
     namespaces: int,
+    mirrors: int,
     drift_interval: float,
     only_cases: Sequence[str] = (),
 ) -> tuple[list[BenchLine], dict[str, object]]:
@@ -693,6 +789,9 @@ def run(
     if "pull-secrets" in chosen:
         print(f"bench: scale pull-secrets {namespaces} ...", file=sys.stderr, flush=True)
         pull_secret_fan_out(stage, namespaces)
+    if "mirrors" in chosen:
+        print(f"bench: scale mirrors {mirrors} ...", file=sys.stderr, flush=True)
+        mirrors_at_steady_state(stage, mirrors)
     for note in stage.notes:
         print(f"bench: {note}", file=sys.stderr)
     return lines(stage), {"samples": stage.samples, "details": stage.details, "notes": stage.notes}
