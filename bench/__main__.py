@@ -46,6 +46,7 @@ def run_scale(
         options.scale_namespaces,
         options.scale_mirrors,
         options.scale_drift_interval,
+        options.results / "scale-progress.json",
         options.scale_cases,
     )
 
