@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import repository_support as support
@@ -18,10 +19,12 @@ import repository_support as support
 from ecr_sandbox.kube import AuditEvent
 from ecr_sandbox.world import World
 from operator_fixture import ChartIdentity
+from waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 OBJECTS = 500
+CREATORS = 4
 WRITES_PER_CREATED = 3
 AWS_CALLS_PER_CREATED = 5
 WRITES_PER_DELETED = 1
@@ -60,6 +63,24 @@ def repositories_in(world: World, namespace: str) -> list[dict[str, object]]:
     return items
 
 
+def create_at_once(world: World, objects: list[dict[str, object]]) -> None:
+    """``kubectl create`` in 4 processes at once: one kubectl creates ~10 objects/s on 2 busy cores."""
+    slices = [objects[start::CREATORS] for start in range(CREATORS)]
+    with ThreadPoolExecutor(CREATORS) as pool:
+        for done in [pool.submit(create, world, part) for part in slices]:
+            done.result()
+
+
+def create(world: World, objects: list[dict[str, object]]) -> None:
+    world.kubectl(
+        "create",
+        "--filename",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
+        timeout=180,
+    )
+
+
 def test_many_repositories_cost_few_writes_and_aws_calls_per_object(
     world: World,
     operator: support.Operator,
@@ -80,15 +101,9 @@ def test_many_repositories_cost_few_writes_and_aws_calls_per_object(
         for index in range(OBJECTS)
     ]
     aws_mark = support.wait_for_quiet_aws(world, quiet=1.0)
-    world.kubectl(
-        "create",
-        "--filename",
-        "-",
-        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
-        timeout=180,
-    )
+    create_at_once(world, objects)
 
-    support.eventually(
+    eventually(
         f"all {OBJECTS} repositories Ready",
         lambda: (
             sum(
@@ -105,7 +120,7 @@ def test_many_repositories_cost_few_writes_and_aws_calls_per_object(
     aws_calls = support.calls_since(world, aws_mark)[: aws_end - aws_mark]
 
     world.kubectl("delete", "ecrrepositories", "--all", "--namespace", namespace, "--wait=false")
-    support.eventually(
+    eventually(
         f"all {OBJECTS} objects gone",
         lambda: not repositories_in(world, namespace),
         timeout=120,
