@@ -195,6 +195,23 @@ NonNegativeDuration = Annotated[
 JsonValue = BeforeValidator(_decode_json)
 
 
+def _shaped(pattern: re.Pattern[str], refusal: str) -> AfterValidator:
+    """A check that a text matches ``pattern``; the error quotes the text, then says ``refusal``."""
+
+    def check(text: str) -> str:
+        if not pattern.match(text):
+            raise ValueError(f"{text!r} {refusal}")
+        return text
+
+    return AfterValidator(check)
+
+
+AccountIdText = Annotated[str, _shaped(_ACCOUNT_ID, "is not a 12-digit AWS account ID")]
+RegionName = Annotated[str, _shaped(_REGION, "is not an AWS region name such as 'us-east-1'")]
+RoleArnText = Annotated[str, _shaped(_ROLE_ARN, "is not an IAM role ARN")]
+ClusterId = Annotated[str, _shaped(_CLUSTER_ID, "must be 1-128 letters, digits, '.', '_' or '-'")]
+
+
 def _glob_matches(value: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(value, pattern) for pattern in patterns)
 
@@ -307,30 +324,9 @@ class MirrorSourcePolicy:
 class PullSecretRegistry(_ChartModel):
     """An ECR registry whose pull credentials go into the cluster-wide pull secret."""
 
-    account_id: str
-    region: str
-    role_arn: str | None = None
-
-    @field_validator("account_id")
-    @classmethod
-    def _twelve_digits(cls, account_id: str) -> str:
-        if not _ACCOUNT_ID.match(account_id):
-            raise ValueError(f"{account_id!r} is not a 12-digit AWS account ID")
-        return account_id
-
-    @field_validator("region")
-    @classmethod
-    def _region_shape(cls, region: str) -> str:
-        if not _REGION.match(region):
-            raise ValueError(f"{region!r} is not an AWS region name such as 'us-east-1'")
-        return region
-
-    @field_validator("role_arn")
-    @classmethod
-    def _role_arn_shape(cls, role_arn: str | None) -> str | None:
-        if role_arn is not None and not _ROLE_ARN.match(role_arn):
-            raise ValueError(f"{role_arn!r} is not an IAM role ARN")
-        return role_arn
+    account_id: AccountIdText
+    region: RegionName
+    role_arn: RoleArnText | None = None
 
 
 class NamespaceSelector(_ChartModel):
@@ -395,9 +391,9 @@ class Settings(BaseSettings):
     )
 
     # AWS
-    aws_region: str | None = None
+    aws_region: RegionName | None = None
     """Region for objects that name none; unset means boto3's own choice (AWS_REGION / AWS_DEFAULT_REGION)."""
-    allowed_regions: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_decode_name_list)] = ()
+    allowed_regions: Annotated[tuple[RegionName, ...], NoDecode, BeforeValidator(_decode_name_list)] = ()
     """Regions objects may use; empty means every region botocore knows ECR in (all partitions)."""
     registry_host_overrides: Annotated[dict[str, str], NoDecode, JsonValue] = Field(default_factory=dict)
     """ECR registry host (or ``*``) -> ``host:port`` really serving its registry API (moto has none)."""
@@ -405,7 +401,7 @@ class Settings(BaseSettings):
     """Extra PEM CA certificates trusted for registry TLS, on top of the system's."""
     allowed_role_arns: Annotated[tuple[RoleArnRule, ...], NoDecode, JsonValue] = ()
     """Role ARNs objects may ask the operator to assume; empty means none may."""
-    cluster_id: str = "default"
+    cluster_id: ClusterId = "default"
     """Written into the owner tag of every repository, so two clusters sharing an account never collide."""
     repository_name_prefix: str = ""
     """Template every repository name in a namespace must start with, e.g. ``{namespace}/``; it ends with
@@ -464,8 +460,14 @@ class Settings(BaseSettings):
     """Blocking AWS SDK calls in flight at once (the size of the operator's thread pool)."""
     drift_interval: Duration = timedelta(minutes=10)
     """How often each object is compared with AWS to repair changes made outside the operator."""
-    drift_jitter: NonNegativeDuration = timedelta(minutes=1)
-    """Each drift check runs up to this much earlier or later, so objects created together spread out."""
+    drift_jitter: NonNegativeDuration | None = None
+    """Up to this much is added to each interval, drawn anew each time (default: a tenth of the interval,
+    at most a minute), so that operators restarted together do not stay in lockstep."""
+    drift_aws_requests_per_second: float = Field(default=50.0, gt=0, le=10_000)
+    """AWS requests a drift pass makes per second at most (reconciles of new or changed specs are not
+    slowed by it); a pass over N repositories takes at least about 3 * N / this many seconds."""
+    repository_workers: int = Field(default=32, ge=1, le=1024)
+    """EcrRepository reconciles (of new or changed specs, and retries) under way at once."""
 
     # Process
     bind_address: Annotated[str, AfterValidator(_ip_address)] = "127.0.0.1"
@@ -474,21 +476,6 @@ class Settings(BaseSettings):
     health_port: int = Field(default=8081, ge=1, le=65535)
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-
-    @field_validator("aws_region")
-    @classmethod
-    def _region_shape(cls, region: str | None) -> str | None:
-        if region is not None and not _REGION.match(region):
-            raise ValueError(f"{region!r} is not an AWS region name such as 'us-east-1'")
-        return region
-
-    @field_validator("allowed_regions")
-    @classmethod
-    def _region_shapes(cls, regions: tuple[str, ...]) -> tuple[str, ...]:
-        for region in regions:
-            if not _REGION.match(region):
-                raise ValueError(f"{region!r} is not an AWS region name such as 'us-east-1'")
-        return regions
 
     @field_validator("registry_host_overrides")
     @classmethod
@@ -509,13 +496,6 @@ class Settings(BaseSettings):
         if path is not None and not path.is_file():
             raise ValueError(f"{str(path)!r} is not a readable file")
         return path
-
-    @field_validator("cluster_id")
-    @classmethod
-    def _cluster_id_shape(cls, cluster_id: str) -> str:
-        if not _CLUSTER_ID.match(cluster_id):
-            raise ValueError(f"{cluster_id!r} must be 1-128 letters, digits, '.', '_' or '-'")
-        return cluster_id
 
     @field_validator("repository_name_prefix")
     @classmethod
@@ -573,13 +553,20 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{ENV_PREFIX}METRICS_PORT and {ENV_PREFIX}HEALTH_PORT are both {self.metrics_port}"
             )
-        if self.drift_jitter >= self.drift_interval:
+        if self.drift_jitter is not None and self.drift_jitter >= self.drift_interval:
             raise ValueError(f"{ENV_PREFIX}DRIFT_JITTER must be shorter than {ENV_PREFIX}DRIFT_INTERVAL")
         if self.token_refresh_lead >= self.token_fallback_lifetime:
             raise ValueError(
                 f"{ENV_PREFIX}TOKEN_REFRESH_LEAD must be shorter than {ENV_PREFIX}TOKEN_FALLBACK_LIFETIME"
             )
         return self
+
+    @property
+    def drift_pass_jitter(self) -> timedelta:
+        """``drift_jitter``, or by default a tenth of the interval, at most a minute."""
+        if self.drift_jitter is not None:
+            return self.drift_jitter
+        return min(timedelta(minutes=1), self.drift_interval / 10)
 
     @property
     def clusterwide(self) -> bool:

@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
@@ -240,3 +240,18 @@ def configure_logging(
     root.setLevel(level)
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class _ObjectLogger(logging.LoggerAdapter[logging.Logger]):
+    """Adds the object to every record, as kopf's per-object loggers do, keeping the caller's extras."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
+
+
+def object_logger(
+    logger: logging.Logger, kind: str, namespace: str, name: str
+) -> logging.LoggerAdapter[logging.Logger]:
+    """A logger whose records name the object, for work done outside kopf's handlers."""
+    return _ObjectLogger(logger, {"k8s_ref": {"kind": kind, "namespace": namespace, "name": name}})

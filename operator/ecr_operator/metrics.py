@@ -11,7 +11,9 @@ Never a credential, a token or an error text: those are unbounded and may be sec
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from importlib import metadata
+from typing import Any, Generic, TypeVar, overload
 
 import aiohttp.web
 from prometheus_client import (
@@ -37,6 +39,50 @@ _RECONCILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30
 _MIRROR_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0)
 
 
+F = TypeVar("F", Counter, Gauge, Histogram)
+
+
+class _Family(Generic[F]):
+    """One metric family, declared once on ``Metrics``; every ``Metrics`` creates it in its own registry.
+
+    ``create`` puts the family in the instance's ``__dict__``, where attribute reads find it before this
+    descriptor: ``__get__`` only gives type checkers the family's type.
+    """
+
+    def __init__(
+        self, kind: type[F], name: str, documentation: str, labels: Sequence[str] = (), **options: Any
+    ) -> None:
+        self._kind: type[F] = kind
+        self._name = name
+        self._documentation = documentation
+        self._labels = labels
+        self._options = options
+
+    def __set_name__(self, owner: type[Metrics], attribute: str) -> None:
+        self._attribute = attribute
+
+    @overload
+    def __get__(self, instance: None, owner: type[Metrics]) -> _Family[F]: ...
+    @overload
+    def __get__(self, instance: Metrics, owner: type[Metrics]) -> F: ...
+    def __get__(self, instance: Metrics | None, owner: type[Metrics]) -> _Family[F] | F:
+        if instance is None:
+            return self
+        family: F = instance.__dict__[self._attribute]
+        return family
+
+    def create(self, instance: Metrics) -> None:
+        # prometheus_client appends the "_total" suffix to counter samples itself.
+        instance.__dict__[self._attribute] = self._kind(
+            self._name,
+            self._documentation,
+            self._labels,
+            namespace=NAMESPACE,
+            registry=instance.registry,
+            **self._options,
+        )
+
+
 class Metrics:
     """The operator's metric families, registered in ``registry``.
 
@@ -46,6 +92,98 @@ class Metrics:
     is ``success`` / ``failure``.
     """
 
+    build_info = _Family(
+        Gauge,
+        "build_info",
+        "Always 1; the labels say which build is running.",
+        ["version", "kopf_version", "python"],
+    )
+
+    # Reconciliation, for every kind.
+    reconciles = _Family(
+        Counter, "reconciles", "Reconciles finished, by kind and result.", ["kind", "result"]
+    )
+    reconcile_duration = _Family(
+        Histogram,
+        "reconcile_duration_seconds",
+        "Time one reconcile took, by kind.",
+        ["kind"],
+        buckets=_RECONCILE_BUCKETS,
+    )
+    drift_corrections = _Family(
+        Counter, "drift_corrections", "Changes made outside the operator that it put back, by kind.", ["kind"]
+    )
+    objects = _Family(
+        Gauge, "objects", "Objects the operator serves, by kind and Ready status.", ["kind", "ready"]
+    )
+
+    # AWS API.
+    aws_calls = _Family(
+        Counter,
+        "aws_calls",
+        "AWS API calls made, by service, operation and outcome.",
+        ["service", "operation", "outcome"],
+    )
+    aws_throttles = _Family(
+        Counter,
+        "aws_throttles",
+        "AWS API calls refused by throttling, by service and operation.",
+        ["service", "operation"],
+    )
+
+    # Pull secrets.
+    token_expiry = _Family(
+        Gauge,
+        "pull_secret_token_expiry_timestamp_seconds",
+        "Unix time the registry's current pull token expires.",
+        ["registry"],
+    )
+    token_refreshes = _Family(
+        Counter,
+        "pull_secret_token_refreshes",
+        "Pull-token refreshes, by registry and result.",
+        ["registry", "result"],
+    )
+    # A timestamp rather than "seconds since": Prometheus computes the age (time() - x) at query time,
+    # so the value is right even when nothing has updated it for hours.
+    token_last_refresh = _Family(
+        Gauge,
+        "pull_secret_last_refresh_timestamp_seconds",
+        "Unix time the registry's pull token was last refreshed successfully.",
+        ["registry"],
+    )
+    pull_secrets_managed = _Family(Gauge, "pull_secrets_managed", "Pull secrets the operator maintains.")
+    service_accounts_managed = _Family(
+        Gauge,
+        "pull_secret_service_accounts_managed",
+        "ServiceAccounts the operator has patched with a pull secret.",
+    )
+
+    # Mirroring.
+    mirror_bytes = _Family(Counter, "mirror_bytes", "Bytes of blobs copied into ECR by mirrors.")
+    mirror_blobs = _Family(
+        Counter,
+        "mirror_blobs",
+        "Blobs handled by mirrors: copied, skipped (already there) or mounted.",
+        ["result"],
+    )
+    mirror_manifests = _Family(
+        Counter,
+        "mirror_manifests",
+        "Manifests handled by mirrors: copied or skipped (digest unchanged).",
+        ["result"],
+    )
+    mirror_duration = _Family(
+        Histogram, "mirror_duration_seconds", "Time one ImageMirror sync took.", buckets=_MIRROR_BUCKETS
+    )
+    mirror_errors = _Family(Counter, "mirror_errors", "Mirror syncs that failed, by reason.", ["reason"])
+    mirror_last_success = _Family(
+        Gauge,
+        "mirror_last_success_timestamp_seconds",
+        "Unix time an ImageMirror last finished a sync without errors.",
+        ["namespace", "name"],
+    )
+
     def __init__(self) -> None:
         # "_created" samples double the number of series and no dashboard or alert reads them.
         disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
@@ -53,107 +191,12 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-
-        self.build_info = self._gauge(
-            "build_info",
-            "Always 1; the labels say which build is running.",
-            ["version", "kopf_version", "python"],
-        )
+        for declared in vars(Metrics).values():
+            if isinstance(declared, _Family):
+                declared.create(self)
         self.build_info.labels(
             version=__version__, kopf_version=metadata.version("kopf"), python=platform.python_version()
         ).set(1)
-
-        # Reconciliation, for every kind.
-        self.reconciles = self._counter(
-            "reconciles", "Reconciles finished, by kind and result.", ["kind", "result"]
-        )
-        self.reconcile_duration = Histogram(
-            "reconcile_duration_seconds",
-            "Time one reconcile took, by kind.",
-            ["kind"],
-            namespace=NAMESPACE,
-            buckets=_RECONCILE_BUCKETS,
-            registry=self.registry,
-        )
-        self.drift_corrections = self._counter(
-            "drift_corrections", "Changes made outside the operator that it put back, by kind.", ["kind"]
-        )
-        self.objects = self._gauge(
-            "objects", "Objects the operator serves, by kind and Ready status.", ["kind", "ready"]
-        )
-
-        # AWS API.
-        self.aws_calls = self._counter(
-            "aws_calls",
-            "AWS API calls made, by service, operation and outcome.",
-            ["service", "operation", "outcome"],
-        )
-        self.aws_throttles = self._counter(
-            "aws_throttles",
-            "AWS API calls refused by throttling, by service and operation.",
-            ["service", "operation"],
-        )
-
-        # Pull secrets.
-        self.token_expiry = self._gauge(
-            "pull_secret_token_expiry_timestamp_seconds",
-            "Unix time the registry's current pull token expires.",
-            ["registry"],
-        )
-        self.token_refreshes = self._counter(
-            "pull_secret_token_refreshes",
-            "Pull-token refreshes, by registry and result.",
-            ["registry", "result"],
-        )
-        # A timestamp rather than "seconds since": Prometheus computes the age (time() - x) at query time,
-        # so the value is right even when nothing has updated it for hours.
-        self.token_last_refresh = self._gauge(
-            "pull_secret_last_refresh_timestamp_seconds",
-            "Unix time the registry's pull token was last refreshed successfully.",
-            ["registry"],
-        )
-        self.pull_secrets_managed = self._gauge(
-            "pull_secrets_managed", "Pull secrets the operator maintains."
-        )
-        self.service_accounts_managed = self._gauge(
-            "pull_secret_service_accounts_managed",
-            "ServiceAccounts the operator has patched with a pull secret.",
-        )
-
-        # Mirroring.
-        self.mirror_bytes = self._counter("mirror_bytes", "Bytes of blobs copied into ECR by mirrors.")
-        self.mirror_blobs = self._counter(
-            "mirror_blobs",
-            "Blobs handled by mirrors: copied, skipped (already there) or mounted.",
-            ["result"],
-        )
-        self.mirror_manifests = self._counter(
-            "mirror_manifests",
-            "Manifests handled by mirrors: copied or skipped (digest unchanged).",
-            ["result"],
-        )
-        self.mirror_duration = Histogram(
-            "mirror_duration_seconds",
-            "Time one ImageMirror sync took.",
-            namespace=NAMESPACE,
-            buckets=_MIRROR_BUCKETS,
-            registry=self.registry,
-        )
-        self.mirror_errors = self._counter(
-            "mirror_errors", "Mirror syncs that failed, by reason.", ["reason"]
-        )
-        self.mirror_last_success = self._gauge(
-            "mirror_last_success_timestamp_seconds",
-            "Unix time an ImageMirror last finished a sync without errors.",
-            ["namespace", "name"],
-        )
-
-    def _counter(self, name: str, documentation: str, labels: list[str] | None = None) -> Counter:
-        # prometheus_client appends the "_total" suffix to counter samples itself.
-        return Counter(name, documentation, labels or [], namespace=NAMESPACE, registry=self.registry)
-
-    def _gauge(self, name: str, documentation: str, labels: list[str] | None = None) -> Gauge:
-        return Gauge(name, documentation, labels or [], namespace=NAMESPACE, registry=self.registry)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

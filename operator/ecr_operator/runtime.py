@@ -28,8 +28,8 @@ from ecr_operator.controllers.mirror import MirrorController
 from ecr_operator.controllers.mirror_registries import MirrorRegistries
 from ecr_operator.controllers.pullsecrets import PullSecretController
 from ecr_operator.controllers.repository import RepositoryController
-from ecr_operator.drift import DriftSchedule
-from ecr_operator.kube import Kube
+from ecr_operator.controllers.repository_work import RepositoryWork
+from ecr_operator.kube import Kube, KubeConfigError
 from ecr_operator.locks import KeyedLocks
 from ecr_operator.metrics import Metrics, MetricsServer, ObjectReadiness
 
@@ -55,13 +55,11 @@ class Runtime:
     ecr: EcrRepositories
     iam: IamRolePolicies
     kube: Kube
-    """The one Kubernetes adapter (one ApiClient) for every write beyond kopf's watches."""
+    """The one Kubernetes adapter (one aiohttp session) for every call beyond kopf's watches."""
     registry_login: RegistryLogin
     """Verifies new ECR tokens at the registry's ``/v2/``; its HTTP session lives from start to stop."""
     ecr_tokens: EcrTokenCache
     """The one ECR token cache, per AWS identity: pull secrets and mirror pushes share its tokens."""
-    drift: DriftSchedule
-    """Shared drift-check passes of EcrRepository objects."""
     repository_locks: KeyedLocks
     """One lock per ECR repository: its observe-decide-act steps never interleave within the process."""
     readiness: ObjectReadiness
@@ -73,6 +71,8 @@ class Runtime:
     """Pull-secret rotation; the handlers hand it kopf's indexes once kopf has them."""
     repositories: RepositoryController
     """EcrRepository reconciles, drift checks and deletions."""
+    repository_work: RepositoryWork
+    """When EcrRepository objects are reconciled: new specs, retries and the drift passes."""
 
     @classmethod
     def create(cls, settings: Settings, kube: Kube) -> Runtime:
@@ -82,14 +82,23 @@ class Runtime:
         registry_login = RegistryLogin(settings.registry_host_overrides, ca_bundle=settings.ca_bundle)
         ecr_tokens = ecr_token_cache(aws, registry_login, settings)
         ecr, iam = EcrRepositories(aws), IamRolePolicies(aws)
-        drift = DriftSchedule(settings.drift_interval.total_seconds(), settings.drift_jitter.total_seconds())
         repository_locks, readiness = KeyedLocks(), ObjectReadiness(metrics.objects)
         mirror_registries = MirrorRegistries(settings)
+        repositories = RepositoryController(
+            settings,
+            ecr=ecr,
+            iam=iam,
+            kube=kube,
+            locks=repository_locks,
+            metrics=metrics,
+            readiness=readiness,
+        )
         return cls(
             settings=settings,
             metrics=metrics,
             metrics_server=MetricsServer(metrics, settings.bind_address, settings.metrics_port),
-            # boto3 blocks: its calls run in these threads (asyncio.to_thread uses them), bounded here.
+            # boto3 blocks: its calls run in these threads (asyncio.to_thread uses them), bounded here. The
+            # Kubernetes adapter is asynchronous and needs none.
             executor=ThreadPoolExecutor(
                 max_workers=settings.aws_max_concurrency, thread_name_prefix="blocking"
             ),
@@ -99,7 +108,6 @@ class Runtime:
             kube=kube,
             registry_login=registry_login,
             ecr_tokens=ecr_tokens,
-            drift=drift,
             repository_locks=repository_locks,
             readiness=readiness,
             mirror_registries=mirror_registries,
@@ -116,16 +124,8 @@ class Runtime:
             pull_secrets=PullSecretController(
                 settings, metrics, ecr_tokens, kube, CallerAccount(sts_caller_account(aws))
             ),
-            repositories=RepositoryController(
-                settings,
-                ecr=ecr,
-                iam=iam,
-                kube=kube,
-                locks=repository_locks,
-                drift=drift,
-                metrics=metrics,
-                readiness=readiness,
-            ),
+            repositories=repositories,
+            repository_work=RepositoryWork(repositories, kube, settings),
         )
 
     def __copy__(self) -> Runtime:
@@ -141,15 +141,18 @@ class Runtime:
             raise StartupError(
                 f"cannot serve metrics on {self.settings.bind_address}:{self.settings.metrics_port}: {error}"
             ) from None
+        await self.kube.start()
         await self.registry_login.start()
         await self.mirror_registries.start()
         await self.pull_secrets.start()
+        await self.repository_work.start()
 
     async def stop(self) -> None:
+        await self.repository_work.stop()
         await self.pull_secrets.stop()
         await self.mirror_registries.stop()
         await self.registry_login.stop()
-        self.kube.close()
+        await self.kube.stop()
         await self.metrics_server.stop()
 
 
@@ -159,7 +162,11 @@ async def serve(settings: Settings) -> None:
     kopf installs its own SIGTERM/SIGINT handlers: it stops the watches, runs cleanup handlers and returns.
     Importing ``ecr_operator.handlers`` first registers the handlers in kopf's default registry.
     """
-    runtime = Runtime.create(settings, await asyncio.to_thread(Kube.from_settings, settings))
+    try:
+        kube = await asyncio.to_thread(Kube.from_settings, settings)
+    except KubeConfigError as error:
+        raise StartupError(str(error)) from None
+    runtime = Runtime.create(settings, kube)
     await runtime.start()
     try:
         host = f"[{settings.bind_address}]" if ":" in settings.bind_address else settings.bind_address

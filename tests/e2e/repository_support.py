@@ -211,6 +211,16 @@ def adoption_in(*namespaces: str) -> dict[str, str]:
     return {"ECR_OPERATOR_ADOPTION_NAMESPACES": ",".join(namespaces)}
 
 
+def short_token_lives(lifetime: int, lead: int) -> dict[str, str]:
+    """Settings under which every ECR token lives ``lifetime`` seconds (moto's say they expired in 2015, so
+    the fallback lifetime applies) and is refreshed ``lead`` seconds before that, without jitter."""
+    return {
+        "ECR_OPERATOR_TOKEN_FALLBACK_LIFETIME": f"{lifetime}s",
+        "ECR_OPERATOR_TOKEN_REFRESH_LEAD": f"{lead}s",
+        "ECR_OPERATOR_TOKEN_REFRESH_JITTER": "0s",
+    }
+
+
 def start(operator: Operator, namespaces: list[str], **env: str) -> Operator:
     """``ecr-operator run`` serving only ``namespaces``, with fast drift passes unless ``env`` overrides."""
     return operator(**(FAST_DRIFT | {"ECR_OPERATOR_NAMESPACES": ",".join(namespaces)} | env))

@@ -25,7 +25,7 @@ from mirror_support import (
     request_sync,
     synced,
 )
-from repository_support import apply, condition
+from repository_support import apply, condition, short_token_lives
 
 from ecr_sandbox.images import OCI_INDEX, OCI_MANIFEST, SandboxRegistryClient, sha256_digest
 from ecr_sandbox.registries import RegistryRequest
@@ -388,9 +388,7 @@ def test_a_mirror_and_a_pull_secret_of_one_identity_share_its_ecr_token(
         ),
         ECR_OPERATOR_PULL_SECRETS_USE_OPERATOR_CREDENTIALS_SINGLE_TENANT="true",
         # moto's tokens say they expired in 2015: the fallback lifetime applies, refreshed every 10 s.
-        ECR_OPERATOR_TOKEN_FALLBACK_LIFETIME="20s",
-        ECR_OPERATOR_TOKEN_REFRESH_LEAD="10s",
-        ECR_OPERATOR_TOKEN_REFRESH_JITTER="0s",
+        **short_token_lives(lifetime=20, lead=10),
     )
     source = world.registry_client("anonymous")
     source.push_image(f"{namespace}/app", "v1")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from repository_support import short_token_lives
 
 from ecr_sandbox.kube import KubeApiError
 from ecr_sandbox.tools import tool_path
@@ -161,6 +162,20 @@ def assert_log_holds_no_credentials(running: Any, *secret_documents: dict[str, A
     log = running.log_text()
     assert log, "the operator wrote no log at all"
     assert [value for value in forbidden if value in log] == []
+
+
+def refreshed_secret(world: World, namespace: str, first: dict[str, Any], refreshes: int) -> dict[str, Any]:
+    """The namespace's pull secret once it has been refreshed ``refreshes`` times since ``first`` (it must
+    never disappear meanwhile)."""
+    seen = {first["metadata"]["annotations"][REFRESHED_AT]}
+
+    def refreshed_enough() -> dict[str, Any] | None:
+        current = secret_of(world, namespace)
+        assert current is not None, "the pull secret disappeared"
+        seen.add(current["metadata"]["annotations"][REFRESHED_AT])
+        return current if len(seen) > refreshes else None
+
+    return eventually(f"{refreshes} refreshes", refreshed_enough, timeout=20.0)
 
 
 class SecretWatch:
@@ -328,9 +343,7 @@ def test_rotation_patches_the_secret_in_place_and_never_deletes_it(
     running = operator(
         ECR_OPERATOR_PULL_SECRETS=pull_secrets_config({"matchLabels": run_label}),
         **pull_roles(),
-        ECR_OPERATOR_TOKEN_FALLBACK_LIFETIME="3s",
-        ECR_OPERATOR_TOKEN_REFRESH_LEAD="1s",
-        ECR_OPERATOR_TOKEN_REFRESH_JITTER="0s",
+        **short_token_lives(lifetime=3, lead=1),
     )
     first = eventually("the pull secret", lambda: secret_of(world, namespace))
     account = eventually(
@@ -339,15 +352,7 @@ def test_rotation_patches_the_secret_in_place_and_never_deletes_it(
     )
     watch = SecretWatch(world, namespace, SECRET, tmp_path / "watch.jsonl")
     calls_before = get_authorization_token_calls(world)
-    seen = {first["metadata"]["annotations"][REFRESHED_AT]}
-
-    def rotated_three_times() -> dict[str, Any] | None:
-        current = secret_of(world, namespace)
-        assert current is not None, "the pull secret disappeared"
-        seen.add(current["metadata"]["annotations"][REFRESHED_AT])
-        return current if len(seen) >= 4 else None
-
-    last = eventually("three rotations", rotated_three_times, timeout=20.0)
+    last = refreshed_secret(world, namespace, first, refreshes=3)
     events = watch.stop()
 
     assert last["metadata"]["uid"] == first["metadata"]["uid"]
@@ -387,9 +392,7 @@ def test_token_calls_scale_with_identities_not_namespaces(
             world.registry_host_overrides() | {west_host: world.registries["ecr"].host}
         ),
         # A 10 s cycle: long enough to count one cycle at a time, short enough to see a second one.
-        ECR_OPERATOR_TOKEN_FALLBACK_LIFETIME="20s",
-        ECR_OPERATOR_TOKEN_REFRESH_LEAD="10s",
-        ECR_OPERATOR_TOKEN_REFRESH_JITTER="0s",
+        **short_token_lives(lifetime=20, lead=10),
     )
 
     def all_served() -> dict[str, dict[str, Any]] | None:
@@ -500,11 +503,7 @@ def test_a_failed_refresh_keeps_the_previous_secret_and_reports_it(
     namespace = namespaces(run_label)
     host = world.ecr_registry_host()
     config = pull_secrets_config({"matchLabels": run_label})
-    fast = {
-        "ECR_OPERATOR_TOKEN_FALLBACK_LIFETIME": "4s",
-        "ECR_OPERATOR_TOKEN_REFRESH_LEAD": "2s",
-        "ECR_OPERATOR_TOKEN_REFRESH_JITTER": "0s",
-    }
+    fast = short_token_lives(lifetime=4, lead=2)
     running = operator(ECR_OPERATOR_PULL_SECRETS=config, **pull_roles(), **fast)
     apply(world, repository(namespace, "app", {}))
     before = eventually("the pull secret", lambda: secret_of(world, namespace))

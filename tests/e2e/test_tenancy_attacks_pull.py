@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from repository_support import short_token_lives
 from test_pullsecrets import (
-    REFRESHED_AT,
     SECRET,
     StartOperator,
     apply,
@@ -26,7 +26,9 @@ from test_pullsecrets import (
     labelled_namespaces,
     login_status,
     pull_secret_names,
+    pull_secrets_config,
     read,
+    refreshed_secret,
     repository,
     secret_of,
     service_account_of,
@@ -42,11 +44,7 @@ TEMPLATE = "arn:aws:iam::{accountId}:role/ecr-pull-{namespace}"
 TEMPLATE_SETTING = "ECR_OPERATOR_PULL_SECRET_ROLE_ARN_TEMPLATE"
 SINGLE_TENANT_SETTING = "ECR_OPERATOR_PULL_SECRETS_USE_OPERATOR_CREDENTIALS_SINGLE_TENANT"
 # Short token lives, so a test also sees tokens minted by refreshes, not only the first one.
-FAST_REFRESH = {
-    "ECR_OPERATOR_TOKEN_FALLBACK_LIFETIME": "4s",
-    "ECR_OPERATOR_TOKEN_REFRESH_LEAD": "2s",
-    "ECR_OPERATOR_TOKEN_REFRESH_JITTER": "0s",
-}
+FAST_REFRESH = short_token_lives(lifetime=4, lead=2)
 
 
 @pytest.fixture
@@ -75,6 +73,16 @@ def condition_with(world: World, namespace: str, name: str, status: str) -> dict
         ),
     )
     return found
+
+
+def selected_tenant_without_a_pull_role(
+    world: World, tenant: Callable[..., str], **config: Any
+) -> tuple[str, str]:
+    """A labelled tenant namespace, and the ECR_OPERATOR_PULL_SECRETS that selects it for the world's registry
+    without naming a roleArn (``config``: more of that setting)."""
+    label = {"ecr-operator-test": random_names.token_hex(4)}
+    registries = [{"accountId": world.account_id, "region": world.region}]
+    return tenant(label), pull_secrets_config({"matchLabels": label}, registries=registries, **config)
 
 
 def test_f1_without_a_pull_identity_a_tenant_gets_no_secret_and_is_told_why(
@@ -131,15 +139,7 @@ def test_f1_with_the_pull_role_template_every_token_is_minted_by_the_tenants_pul
     assert login_status(world, entry) == 200
     eventually("the SA patched", lambda: SECRET in pull_secret_names(service_account_of(world, namespace)))
     # A few refreshes later: every token behind the secret so far, first and renewed.
-    refreshed = {first["metadata"]["annotations"][REFRESHED_AT]}
-
-    def rotated() -> dict[str, Any] | None:
-        current = secret_of(world, namespace)
-        assert current is not None, "the pull secret disappeared"
-        refreshed.add(current["metadata"]["annotations"][REFRESHED_AT])
-        return current if len(refreshed) >= 3 else None
-
-    last = eventually("two refreshes", rotated, timeout=20.0)
+    last = refreshed_secret(world, namespace, first, refreshes=2)
 
     calls = world.aws_calls()[mark:]
     issued_to = callers_by_role(calls)
@@ -163,15 +163,10 @@ def test_f1_with_the_pull_role_template_every_token_is_minted_by_the_tenants_pul
 def test_f1_a_cluster_wide_registry_without_a_pull_role_writes_nothing(
     world: World, operator: StartOperator, tenant: Callable[..., str]
 ) -> None:
-    label = {"ecr-operator-test": random_names.token_hex(4)}
-    namespace = tenant(label)
+    namespace, pull_secrets = selected_tenant_without_a_pull_role(world, tenant)
     mark = len(world.aws_calls())
-    config = {
-        "registries": [{"accountId": world.account_id, "region": world.region}],
-        "namespaceSelector": {"matchLabels": label},
-    }
 
-    running = operator(ECR_OPERATOR_PULL_SECRETS=json.dumps(config))
+    running = operator(ECR_OPERATOR_PULL_SECRETS=pull_secrets)
 
     warning = running.wait_for_log(lambda record: "names no roleArn" in record["message"])
     assert warning["level"] == "WARNING"
@@ -190,17 +185,11 @@ def test_f1_a_cluster_wide_registry_without_a_pull_role_writes_nothing(
 def test_single_tenant_opt_in_mints_from_the_operators_own_credentials_and_says_so(
     world: World, operator: StartOperator, tenant: Callable[..., str]
 ) -> None:
-    label = {"ecr-operator-test": random_names.token_hex(4)}
-    namespace = tenant(label)
+    namespace, pull_secrets = selected_tenant_without_a_pull_role(world, tenant, secretName="cluster-pull")
     mark = len(world.aws_calls())
-    config = {
-        "registries": [{"accountId": world.account_id, "region": world.region}],
-        "namespaceSelector": {"matchLabels": label},
-        "secretName": "cluster-pull",
-    }
 
     running = operator(
-        ECR_OPERATOR_PULL_SECRETS=json.dumps(config),
+        ECR_OPERATOR_PULL_SECRETS=pull_secrets,
         ECR_OPERATOR_PULL_SECRETS_USE_OPERATOR_CREDENTIALS_SINGLE_TENANT="true",
     )
     apply(world, repository(namespace, "app", {"secretName": "app-pull"}))

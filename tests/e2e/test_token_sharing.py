@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from mirror_support import ALLOW_LOOPBACK, API_VERSION, image_mirror, request_sync, synced
-from repository_support import apply
+from repository_support import apply, short_token_lives
 
 from ecr_sandbox.world import World
 
@@ -35,9 +35,7 @@ def test_a_pull_secret_and_a_mirror_of_one_identity_share_its_token(
         # Both use the operator's own credentials: the pull secret through the single-tenant opt-in, the
         # mirror because its destination names no roleArn. One identity, two users.
         ECR_OPERATOR_PULL_SECRETS_USE_OPERATOR_CREDENTIALS_SINGLE_TENANT="true",
-        ECR_OPERATOR_TOKEN_FALLBACK_LIFETIME=f"{LIFETIME_SECONDS}s",
-        ECR_OPERATOR_TOKEN_REFRESH_LEAD=f"{LEAD_SECONDS}s",
-        ECR_OPERATOR_TOKEN_REFRESH_JITTER="0s",
+        **short_token_lives(lifetime=LIFETIME_SECONDS, lead=LEAD_SECONDS),
     )
     world.registry_client("anonymous").push_image(f"{namespace}/app", "v1")
     apply(

@@ -98,6 +98,11 @@ def clients(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Aws
 
 
 @pytest.fixture
+def ecr(clients: tuple[AwsClients, Metrics]) -> EcrRepositories:
+    return EcrRepositories(clients[0])
+
+
+@pytest.fixture
 def registry(world: World) -> RegistryRef:
     return RegistryRef(AwsIdentity(world.region))
 
@@ -124,10 +129,9 @@ def create_action(name: str, **changes: Any) -> CreateRepository:
 
 
 async def test_concurrent_describes_of_one_registry_share_one_call(
-    world: World, clients: tuple[AwsClients, Metrics], registry: RegistryRef
+    world: World, clients: tuple[AwsClients, Metrics], ecr: EcrRepositories, registry: RegistryRef
 ) -> None:
-    aws, metrics = clients
-    ecr = EcrRepositories(aws)
+    metrics = clients[1]
     names = [unique("batch") for _ in range(5)]
     for name in names:
         await ecr.apply(registry, create_action(name))
@@ -145,9 +149,8 @@ async def test_concurrent_describes_of_one_registry_share_one_call(
 
 
 async def test_missing_names_cost_one_call_each_not_the_batch(
-    world: World, clients: tuple[AwsClients, Metrics], registry: RegistryRef
+    world: World, ecr: EcrRepositories, registry: RegistryRef
 ) -> None:
-    ecr = EcrRepositories(clients[0])
     present = [unique("present") for _ in range(3)]
     absent = [unique("absent") for _ in range(2)]
     for name in present:
@@ -161,9 +164,8 @@ async def test_missing_names_cost_one_call_each_not_the_batch(
 
 
 async def test_a_pass_over_250_repositories_takes_three_calls(
-    world: World, clients: tuple[AwsClients, Metrics], registry: RegistryRef
+    world: World, ecr: EcrRepositories, registry: RegistryRef
 ) -> None:
-    ecr = EcrRepositories(clients[0])
     ecr_client = world.boto3_client("ecr")
     names = [f"{unique('pass')}-{index}" for index in range(250)]
     for name in names:
@@ -177,9 +179,8 @@ async def test_a_pass_over_250_repositories_takes_three_calls(
 
 
 async def test_a_not_found_error_naming_no_batch_member_splits_the_batch(
-    world: World, clients: tuple[AwsClients, Metrics], registry: RegistryRef
+    world: World, ecr: EcrRepositories, registry: RegistryRef
 ) -> None:
-    ecr = EcrRepositories(clients[0])
     names = [unique("split") for _ in range(4)]
     for name in names:
         await ecr.apply(registry, create_action(name))
@@ -192,10 +193,7 @@ async def test_a_not_found_error_naming_no_batch_member_splits_the_batch(
     assert sorted(found) == sorted(names)
 
 
-async def test_observe_reads_settings_tags_and_policies(
-    clients: tuple[AwsClients, Metrics], registry: RegistryRef
-) -> None:
-    ecr = EcrRepositories(clients[0])
+async def test_observe_reads_settings_tags_and_policies(ecr: EcrRepositories, registry: RegistryRef) -> None:
     name = unique("observe")
     created = await ecr.apply(
         registry,
@@ -234,9 +232,8 @@ async def test_observe_reads_settings_tags_and_policies(
 
 
 async def test_every_action_changes_what_it_says(
-    world: World, clients: tuple[AwsClients, Metrics], registry: RegistryRef
+    world: World, ecr: EcrRepositories, registry: RegistryRef
 ) -> None:
-    ecr = EcrRepositories(clients[0])
     boto = world.boto3_client("ecr")
     name = unique("actions")
     created = await ecr.apply(registry, create_action(name, tags=((OWNER_TAG, "o"), ("drop", "me"))))
@@ -270,9 +267,8 @@ async def test_every_action_changes_what_it_says(
 
 
 async def test_claiming_tags_the_repository_and_confirms_it(
-    world: World, clients: tuple[AwsClients, Metrics], registry: RegistryRef
+    world: World, ecr: EcrRepositories, registry: RegistryRef
 ) -> None:
-    ecr = EcrRepositories(clients[0])
     name = unique("claim")
     arn = world.boto3_client("ecr").create_repository(repositoryName=name)["repository"]["repositoryArn"]
 
@@ -285,9 +281,8 @@ async def test_claiming_tags_the_repository_and_confirms_it(
 
 
 async def test_a_claim_lost_to_a_concurrent_claimant_is_reported(
-    world: World, clients: tuple[AwsClients, Metrics], registry: RegistryRef
+    world: World, ecr: EcrRepositories, registry: RegistryRef
 ) -> None:
-    ecr = EcrRepositories(clients[0])
     boto = world.boto3_client("ecr")
     arn = boto.create_repository(repositoryName=unique("race"))["repository"]["repositoryArn"]
     # Hold the claim's read-back for a while, and let another claimant tag the repository meanwhile.
@@ -309,9 +304,8 @@ async def test_a_claim_lost_to_a_concurrent_claimant_is_reported(
 
 
 async def test_deleting_a_repository_with_images_needs_force(
-    world: World, clients: tuple[AwsClients, Metrics], registry: RegistryRef
+    world: World, ecr: EcrRepositories, registry: RegistryRef
 ) -> None:
-    ecr = EcrRepositories(clients[0])
     boto = world.boto3_client("ecr")
     name = unique("delete")
     await ecr.apply(registry, create_action(name))
@@ -327,10 +321,9 @@ async def test_deleting_a_repository_with_images_needs_force(
 
 
 async def test_throttling_beyond_the_sdk_retries_surfaces_as_throttled(
-    world: World, clients: tuple[AwsClients, Metrics], registry: RegistryRef
+    world: World, clients: tuple[AwsClients, Metrics], ecr: EcrRepositories, registry: RegistryRef
 ) -> None:
-    aws, metrics = clients
-    ecr = EcrRepositories(aws)
+    metrics = clients[1]
     world.inject_aws_fault("CreateRepository", service="ecr", count=4)
 
     with pytest.raises(AwsCallFailed) as raised:
@@ -345,9 +338,8 @@ async def test_throttling_beyond_the_sdk_retries_surfaces_as_throttled(
 
 
 async def test_access_denied_keeps_its_code_and_message(
-    world: World, clients: tuple[AwsClients, Metrics], registry: RegistryRef
+    world: World, ecr: EcrRepositories, registry: RegistryRef
 ) -> None:
-    ecr = EcrRepositories(clients[0])
     world.inject_aws_fault(
         "CreateRepository",
         service="ecr",

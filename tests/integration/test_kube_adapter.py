@@ -11,23 +11,39 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import kubernetes.client
-import kubernetes.config
+import aiohttp
 import pytest
+import yaml
+from aiohttp import web
 
+import ecr_operator
 from ecr_operator.api.common import API_VERSION, ResourceInfo
 from ecr_operator.api.mirror import IMAGE_MIRROR
 from ecr_operator.api.repository import ECR_REPOSITORY
-from ecr_operator.kube import Kube, KubeApiError, ObjectReference, status_field_manager
+from ecr_operator.kube import (
+    Kube,
+    KubeApiError,
+    KubeConnection,
+    ObjectReference,
+    load_connection,
+    status_field_manager,
+)
+from ecr_operator.kube.client import ApiClient
+from ecr_operator.kube.connection import in_cluster_connection
+from ecr_operator.kube.objects import APPLY_PATCH, MERGE_PATCH, core_object_path, custom_object_path
 from ecr_sandbox.world import World
 from operator_fixture import ChartIdentity
+from without_kubernetes import PRELUDE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -35,7 +51,6 @@ REPOSITORY = "repository"
 PULL_SECRETS = "pullsecrets"
 READY, SYNCED, PULL_SECRET_READY = "Ready", "Synced", "PullSecretReady"
 ROUNDS = 25  # per order; the concurrent test runs as many applies per writer
-MERGE_PATCH = "application/merge-patch+json"
 DIGEST = "sha256:" + "a" * 64
 
 
@@ -84,21 +99,40 @@ def reasons(status: Mapping[str, Any]) -> dict[str, str]:
     return {entry["type"]: entry["reason"] for entry in status.get("conditions") or []}
 
 
+def api_client(kubeconfig: Path) -> ApiClient:
+    return ApiClient(load_connection({"KUBECONFIG": str(kubeconfig)}), 4)
+
+
+@contextlib.asynccontextmanager
+async def started(api: ApiClient) -> AsyncIterator[Kube]:
+    adapter = Kube(api)
+    await adapter.start()
+    try:
+        yield adapter
+    finally:
+        await adapter.stop()
+
+
+def chart_token(chart_identity: ChartIdentity) -> str:
+    """The chart ServiceAccount's token, from the kubeconfig the operator fixture wrote."""
+    return str(yaml.safe_load(chart_identity.kubeconfig.read_text())["users"][0]["user"]["token"])
+
+
 @pytest.fixture
 async def kube(chart_identity: ChartIdentity) -> AsyncIterator[Kube]:
     """The adapter as the operator runs it: the chart's ServiceAccount, the chart's ClusterRole."""
-    client = kubernetes.config.new_client_from_config(config_file=str(chart_identity.kubeconfig))
-    adapter = Kube(client)
-    yield adapter
-    adapter.close()
+    async with started(api_client(chart_identity.kubeconfig)) as adapter:
+        yield adapter
 
 
 @pytest.fixture
-async def admin(world: World) -> AsyncIterator[kubernetes.client.ApiClient]:
-    """Cluster admin, for what the operator may not do (create ImageMirrors, ServiceAccounts)."""
-    client = kubernetes.config.new_client_from_config(config_file=str(world.kubeconfig))
+async def admin(world: World) -> AsyncIterator[ApiClient]:
+    """Cluster admin (a client certificate), for what the operator may not do (create ImageMirrors,
+    ServiceAccounts), sending raw requests through the adapter's own client."""
+    client = api_client(world.kubeconfig)
+    await client.start()
     yield client
-    client.close()
+    await client.close()
 
 
 async def new_repository(kube: Kube, namespace: str, name: str = "app") -> dict[str, Any]:
@@ -120,15 +154,13 @@ async def read_status(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
     return dict(found.get("status") or {})
 
 
-async def new_mirror(admin: kubernetes.client.ApiClient, namespace: str, name: str = "nginx") -> None:
+async def new_mirror(admin: ApiClient, namespace: str, name: str = "nginx") -> None:
     """An ImageMirror, created as admin: the operator itself never creates one."""
-    await asyncio.to_thread(
-        kubernetes.client.CustomObjectsApi(admin).create_namespaced_custom_object,
-        IMAGE_MIRROR.group,
-        IMAGE_MIRROR.version,
-        namespace,
-        IMAGE_MIRROR.plural,
-        {
+    await admin.request(
+        "create ImageMirror",
+        "POST",
+        custom_object_path(IMAGE_MIRROR, namespace),
+        body={
             "apiVersion": API_VERSION,
             "kind": IMAGE_MIRROR.kind,
             "metadata": {"name": name},
@@ -142,34 +174,21 @@ async def new_mirror(admin: kubernetes.client.ApiClient, namespace: str, name: s
 
 
 async def outside_apply(
-    admin: kubernetes.client.ApiClient,
-    resource: ResourceInfo,
-    namespace: str,
-    name: str,
-    status: Mapping[str, Any],
+    admin: ApiClient, resource: ResourceInfo, namespace: str, name: str, status: Mapping[str, Any]
 ) -> None:
     """Someone else's server-side apply of a few status fields (``kubectl apply --server-side``)."""
-    await asyncio.to_thread(
-        kubernetes.client.CustomObjectsApi(admin).patch_namespaced_custom_object_status,
-        resource.group,
-        resource.version,
-        namespace,
-        resource.plural,
-        name,
-        {
-            "apiVersion": API_VERSION,
-            "kind": resource.kind,
-            "metadata": {"name": name},
-            "status": dict(status),
-        },
-        field_manager="kubectl",
-        force=True,
-        _content_type="application/apply-patch+yaml",
+    await admin.request(
+        "outside apply",
+        "PATCH",
+        custom_object_path(resource, namespace, name, "status"),
+        body={"apiVersion": API_VERSION, "kind": resource.kind, "metadata": {"name": name}, "status": status},
+        content_type=APPLY_PATCH,
+        query={"fieldManager": "kubectl", "force": "true"},
     )
 
 
 async def kopf_style_write(
-    admin: kubernetes.client.ApiClient,
+    admin: ApiClient,
     namespace: str,
     name: str,
     snapshot: Mapping[str, Any],
@@ -179,16 +198,12 @@ async def kopf_style_write(
     of the whole list without a resourceVersion (what kopf does with ``patch.status``)."""
     mine = {entry["type"] for entry in own["conditions"]}
     kept = [entry for entry in snapshot.get("conditions") or [] if entry["type"] not in mine]
-    body = {"status": {**own, "conditions": [*kept, *own["conditions"]]}}
-    await asyncio.to_thread(
-        kubernetes.client.CustomObjectsApi(admin).patch_namespaced_custom_object_status,
-        ECR_REPOSITORY.group,
-        ECR_REPOSITORY.version,
-        namespace,
-        ECR_REPOSITORY.plural,
-        name,
-        body,
-        _content_type=MERGE_PATCH,
+    await admin.request(
+        "kopf-style status write",
+        "PATCH",
+        custom_object_path(ECR_REPOSITORY, namespace, name, "status"),
+        body={"status": {**own, "conditions": [*kept, *own["conditions"]]}},
+        content_type=MERGE_PATCH,
     )
 
 
@@ -196,18 +211,24 @@ async def kopf_style_write(
 
 
 def test_the_adapter_of_a_process_comes_from_its_kubeconfig_and_settings(
-    chart_identity: ChartIdentity, namespace: str
+    world: World, chart_identity: ChartIdentity, namespace: str
 ) -> None:
-    """``Kube.from_settings`` as ``ecr-operator run`` calls it: KUBECONFIG from the environment (read when
-    the client library is imported, hence a process of its own), the pool sized from the settings."""
-    script = (
+    """``Kube.from_settings`` as ``ecr-operator run`` calls it, in a process of its own without the
+    ``kubernetes`` package: KUBECONFIG from the environment, the connection limit from the settings, and
+    every request naming the operator and its version as its User-Agent."""
+    script = PRELUDE + (
         "import asyncio, sys\n"
         "from ecr_operator.config import Settings\n"
         "from ecr_operator.kube import Kube\n"
         "kube = Kube.from_settings(Settings())\n"
-        "print(kube._client.configuration.connection_pool_maxsize)\n"
-        "print(asyncio.run(kube.read_secret(sys.argv[1], 'absent')))\n"
-        "kube.close()\n"
+        "print(kube._api.connection_limit)\n"
+        "async def main():\n"
+        "    await kube.start()\n"
+        "    try:\n"
+        "        print(await kube.read_secret(sys.argv[1], 'absent'))\n"
+        "    finally:\n"
+        "        await kube.stop()\n"
+        "asyncio.run(main())\n"
     )
     environment = {**os.environ, "KUBECONFIG": str(chart_identity.kubeconfig)}
     result = subprocess.run(
@@ -215,6 +236,48 @@ def test_the_adapter_of_a_process_comes_from_its_kubeconfig_and_settings(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["26", "None"]  # 16 AWS calls + 2 per mirror slot (4) + 2
+    [read] = [
+        event
+        for event in world.audit_events(chart_identity.username)
+        if event.namespace == namespace and event.name == "absent"
+    ]
+    assert read.user_agent == f"ecr-operator/{ecr_operator.__version__}"
+
+
+async def test_a_token_file_is_read_again_when_the_kubelet_rotates_it(
+    chart_identity: ChartIdentity, namespace: str, tmp_path: Path
+) -> None:
+    """A bound service account token is replaced about hourly: the next request sends the new one."""
+    token_file = tmp_path / "token"
+    token_file.write_text("expired-token")
+    config = yaml.safe_load(chart_identity.kubeconfig.read_text())
+    config["users"][0]["user"] = {"tokenFile": "token"}  # relative to the kubeconfig, as kubectl reads it
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(config))
+
+    async with started(api_client(tmp_path / "kubeconfig")) as adapter:
+        with pytest.raises(KubeApiError) as refused:
+            await adapter.read_secret(namespace, "absent")
+        assert refused.value.status == 401
+        rotated = tmp_path / "token.new"  # the kubelet's way: a new file swapped in at once
+        rotated.write_text(chart_token(chart_identity))
+        rotated.replace(token_file)
+
+        assert await adapter.read_secret(namespace, "absent") is None
+
+
+async def test_in_a_pod_the_service_account_and_the_service_address_connect(
+    world: World, chart_identity: ChartIdentity, namespace: str, tmp_path: Path
+) -> None:
+    (tmp_path / "token").write_text(chart_token(chart_identity))
+    (tmp_path / "ca.crt").write_bytes(world.ca_bundle.read_bytes())
+    apiserver = urlsplit(world.apiserver_url)
+    environ = {
+        "KUBERNETES_SERVICE_HOST": str(apiserver.hostname),
+        "KUBERNETES_SERVICE_PORT": str(apiserver.port),
+    }
+
+    async with started(ApiClient(in_cluster_connection(environ, tmp_path), 2)) as adapter:
+        assert await adapter.read_secret(namespace, "absent") is None
 
 
 async def test_secret_create_read_patch_and_delete_with_the_uid_precondition(
@@ -265,33 +328,32 @@ async def test_errors_carry_status_and_reason_but_no_body(kube: Kube, namespace:
     assert str(refused.value) == f"patch Secret {namespace}/absent: HTTP 404 Not Found"
 
 
-async def test_service_account_patch(kube: Kube, admin: kubernetes.client.ApiClient, namespace: str) -> None:
-    core = kubernetes.client.CoreV1Api(admin)
-    await asyncio.to_thread(core.create_namespaced_service_account, namespace, {"metadata": {"name": "app"}})
+async def test_service_account_patch(kube: Kube, admin: ApiClient, namespace: str) -> None:
+    accounts = core_object_path(namespace, "serviceaccounts")
+    await admin.request("create ServiceAccount", "POST", accounts, body={"metadata": {"name": "app"}})
 
     await kube.patch_service_account(namespace, "app", {"imagePullSecrets": [{"name": "pull"}]})
 
-    account = await asyncio.to_thread(core.read_namespaced_service_account, "app", namespace)
-    assert [reference.name for reference in account.image_pull_secrets] == ["pull"]
+    account = await admin.request(
+        "read ServiceAccount", "GET", core_object_path(namespace, "serviceaccounts", "app")
+    )
+    assert [reference["name"] for reference in account["imagePullSecrets"]] == ["pull"]
 
 
-async def test_event_post(kube: Kube, admin: kubernetes.client.ApiClient, namespace: str) -> None:
+async def test_event_post(kube: Kube, admin: ApiClient, namespace: str) -> None:
     about = ObjectReference("v1", "Secret", "pull", namespace, "4f6d2a1e-0000-0000-0000-000000000001")
     await kube.post_event(about, "Warning", "SecretNameConflict", "x" * 2000)
 
-    events = await asyncio.to_thread(kubernetes.client.CoreV1Api(admin).list_namespaced_event, namespace)
-    [event] = events.items
-    assert (event.involved_object.kind, event.involved_object.name, event.involved_object.uid) == (
-        "Secret",
-        "pull",
-        about.uid,
-    )
-    assert (event.type, event.reason, event.reporting_component) == (
+    events = await admin.request("list Events", "GET", core_object_path(namespace, "events"))
+    [event] = events["items"]
+    involved = event["involvedObject"]
+    assert (involved["kind"], involved["name"], involved["uid"]) == ("Secret", "pull", about.uid)
+    assert (event["type"], event["reason"], event["reportingComponent"]) == (
         "Warning",
         "SecretNameConflict",
         "ecr-operator",
     )
-    assert len(event.message) == 1024
+    assert len(event["message"]) == 1024
 
 
 async def test_repository_read_create_and_replace_spec(kube: Kube, namespace: str) -> None:
@@ -320,7 +382,7 @@ async def test_repository_read_create_and_replace_spec(kube: Kube, namespace: st
     assert invalid.value.status in (400, 422)
 
 
-async def test_mirror_status_apply(kube: Kube, admin: kubernetes.client.ApiClient, namespace: str) -> None:
+async def test_mirror_status_apply(kube: Kube, admin: ApiClient, namespace: str) -> None:
     await new_mirror(admin, namespace)
     status = {
         "observedGeneration": 1,
@@ -391,7 +453,7 @@ async def test_an_owner_that_stops_listing_a_field_removes_it_and_only_its_own(
 
 @pytest.mark.parametrize("same_values", [True, False], ids=["same-values", "new-values"])
 async def test_a_condition_an_outside_writer_also_wrote_is_still_removed_by_its_owner(
-    kube: Kube, admin: kubernetes.client.ApiClient, namespace: str, same_values: bool
+    kube: Kube, admin: ApiClient, namespace: str, same_values: bool
 ) -> None:
     """An older operator (kopf's merge patch) or a ``kubectl edit`` leaves its writer co-owning fields the
     owner applies; the owner's drop must still remove them (not leave a bare ``type`` the schema refuses),
@@ -410,7 +472,7 @@ async def test_a_condition_an_outside_writer_also_wrote_is_still_removed_by_its_
 
 async def test_a_drop_right_after_an_outside_edit_is_applied_again_once_claimed(
     kube: Kube,
-    admin: kubernetes.client.ApiClient,
+    admin: ApiClient,
     world: World,
     chart_identity: ChartIdentity,
     namespace: str,
@@ -440,7 +502,7 @@ async def test_a_drop_right_after_an_outside_edit_is_applied_again_once_claimed(
 
 async def test_a_mirror_tag_an_outside_apply_touched_is_still_dropped(
     kube: Kube,
-    admin: kubernetes.client.ApiClient,
+    admin: ApiClient,
     world: World,
     chart_identity: ChartIdentity,
     namespace: str,
@@ -518,7 +580,7 @@ async def test_concurrent_owners_never_lose_each_others_conditions(kube: Kube, n
 
 
 async def test_the_old_whole_list_merge_patch_drops_pull_secret_ready(
-    kube: Kube, admin: kubernetes.client.ApiClient, namespace: str
+    kube: Kube, admin: ApiClient, namespace: str
 ) -> None:
     """Why the above matters: the same interleaving, with the repository controller writing the way kopf
     did, loses the pull-secret controller's latest condition every time (and restores a stale one)."""
@@ -533,3 +595,90 @@ async def test_the_old_whole_list_merge_patch_drops_pull_secret_ready(
             reasons(await read_status(kube, namespace, "app")).get(PULL_SECRET_READY) != f"Round{round_}"
         )
     assert dropped == ROUNDS
+
+
+# --- a misbehaving apiserver ------------------------------------------------------------------------------
+
+MARKER = "c2VjcmV0LWluLWFuLWVycm9yLWJvZHk"  # what a Secret's data echoed in an error body would look like
+CLIENT_PORTS = web.AppKey("client_ports", list[int])
+
+
+async def misbehaving(request: web.Request) -> web.StreamResponse:
+    """A loopback stand-in for an apiserver (or a proxy before it) answering each Secret name its way."""
+    request.app[CLIENT_PORTS].append(request.transport.get_extra_info("peername")[1])
+    name = request.match_info["name"]
+    if name == "huge":
+        return web.Response(status=500, text=f"<html>{MARKER * 40_000}</html>", content_type="text/html")
+    if name == "unsized":
+        response = web.StreamResponse(status=503)  # chunked: no Content-Length
+        await response.prepare(request)
+        await response.write(MARKER.encode())
+        return response
+    if name == "html":
+        return web.Response(status=200, text=f"<html>{MARKER}</html>", content_type="text/html")
+    return web.json_response({"kind": "Status", "message": f"secrets {MARKER} not found"}, status=404)
+
+
+@pytest.fixture
+async def misbehaving_kube() -> AsyncIterator[tuple[Kube, list[int]]]:
+    """The adapter against the stand-in, and the client port of every request it received."""
+    app = web.Application()
+    app[CLIENT_PORTS] = []
+    app.router.add_get("/api/v1/namespaces/{namespace}/secrets/{name}", misbehaving)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    async with started(ApiClient(KubeConnection(server=f"http://127.0.0.1:{port}"), 1)) as adapter:
+        yield adapter, app[CLIENT_PORTS]
+    await runner.cleanup()
+
+
+def keeps(error: BaseException, marker: str) -> bool:
+    """Whether the error, or any frame its traceback keeps alive, still holds ``marker``."""
+    if marker in str(error) or marker in repr(error):
+        return True
+    traceback = error.__traceback__
+    while traceback is not None:
+        for value in traceback.tb_frame.f_locals.values():
+            if isinstance(value, aiohttp.ClientResponse):
+                value = value._body  # what response.read() would have kept
+            if isinstance(value, str | bytes) and marker in (
+                value if isinstance(value, str) else value.decode()
+            ):
+                return True
+        traceback = traceback.tb_next
+    return False
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("huge", "read Secret ns/huge: HTTP 500 Internal Server Error"),
+        ("unsized", "read Secret ns/unsized: HTTP 503 Service Unavailable"),
+        ("html", "read Secret ns/html: HTTP 200 answered text/html, not JSON"),
+    ],
+)
+async def test_an_error_body_is_never_kept(
+    misbehaving_kube: tuple[Kube, list[int]], name: str, expected: str
+) -> None:
+    adapter, _ = misbehaving_kube
+
+    with pytest.raises(KubeApiError) as refused:
+        await adapter.read_secret("ns", name)
+
+    assert str(refused.value) == expected
+    assert not keeps(refused.value, MARKER)
+    assert await adapter.read_secret("ns", "absent") is None  # the client goes on working
+
+
+async def test_a_small_error_body_is_read_and_dropped_so_the_connection_stays_open(
+    misbehaving_kube: tuple[Kube, list[int]],
+) -> None:
+    adapter, client_ports = misbehaving_kube
+
+    for _ in range(5):
+        assert await adapter.read_secret("ns", "absent") is None
+
+    assert len(set(client_ports)) == 1  # one keep-alive connection served all five 404s

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -208,17 +209,48 @@ def test_no_role_arn_is_allowed_unless_the_admin_lists_it() -> None:
     assert not load_settings().role_arn_allowed("arn:aws:iam::123456789012:role/anything", "team-a")
 
 
-def test_role_arn_rules_match_patterns_and_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = settings_from(
-        monkeypatch,
-        ALLOWED_ROLE_ARNS='["arn:aws:iam::123456789012:role/ecr-*",'
+# Both allow-lists are role ARN rules: a pattern alone, or a pattern limited to namespaces.
+ROLE_RULE_CASES = [
+    pytest.param(
+        "ALLOWED_ROLE_ARNS",
+        '["arn:aws:iam::123456789012:role/ecr-*",'
         ' {"pattern": "arn:aws:iam::210987654321:role/shared", "namespaces": ["team-*"]}]',
-    )
+        Settings.role_arn_allowed,
+        {
+            ("arn:aws:iam::123456789012:role/ecr-pusher", "anywhere"): True,
+            ("arn:aws:iam::123456789012:role/admin", "anywhere"): False,
+            ("arn:aws:iam::210987654321:role/shared", "team-a"): True,
+            ("arn:aws:iam::210987654321:role/shared", "kube-system"): False,
+        },
+        id="role-arns",
+    ),
+    pytest.param(
+        "ALLOWED_IDENTITY_POLICY_ROLES",
+        '["arn:aws:iam::*:role/shared-reader",'
+        ' {"pattern": "arn:aws:iam::123456789012:role/team-a-*", "namespaces": ["team-a"]}]',
+        Settings.identity_role_allowed,
+        {
+            ("arn:aws:iam::123456789012:role/team-a-ci", "team-a"): True,
+            ("arn:aws:iam::123456789012:role/team-a-ci", "team-b"): False,
+            ("arn:aws:iam::123456789012:role/team-b-ci", "team-a"): False,
+            ("arn:aws:iam::210987654321:role/shared-reader", "team-b"): True,
+        },
+        id="identity-policy-roles",
+    ),
+]
 
-    assert settings.role_arn_allowed("arn:aws:iam::123456789012:role/ecr-pusher", "anywhere")
-    assert not settings.role_arn_allowed("arn:aws:iam::123456789012:role/admin", "anywhere")
-    assert settings.role_arn_allowed("arn:aws:iam::210987654321:role/shared", "team-a")
-    assert not settings.role_arn_allowed("arn:aws:iam::210987654321:role/shared", "kube-system")
+
+@pytest.mark.parametrize(("variable", "rules", "allowed", "expected"), ROLE_RULE_CASES)
+def test_role_arn_rules_match_patterns_and_namespaces(
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    rules: str,
+    allowed: Callable[[Settings, str, str], bool],
+    expected: dict[tuple[str, str], bool],
+) -> None:
+    settings = settings_from(monkeypatch, **{variable: rules})
+
+    assert {case: allowed(settings, *case) for case in expected} == expected
 
 
 def test_a_role_rule_that_is_not_an_arn_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -402,19 +434,6 @@ def test_adoption_and_adopted_deletion_are_allowed_per_namespace(monkeypatch: py
     assert not settings.adoption_allowed("team-a")
     assert settings.adopted_deletion_allowed("platform")
     assert not settings.adopted_deletion_allowed("legacy-billing")
-
-
-def test_identity_policy_roles_are_role_arn_rules(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = settings_from(
-        monkeypatch,
-        ALLOWED_IDENTITY_POLICY_ROLES='["arn:aws:iam::*:role/shared-reader",'
-        ' {"pattern": "arn:aws:iam::123456789012:role/team-a-*", "namespaces": ["team-a"]}]',
-    )
-
-    assert settings.identity_role_allowed("arn:aws:iam::123456789012:role/team-a-ci", "team-a")
-    assert not settings.identity_role_allowed("arn:aws:iam::123456789012:role/team-a-ci", "team-b")
-    assert not settings.identity_role_allowed("arn:aws:iam::123456789012:role/team-b-ci", "team-a")
-    assert settings.identity_role_allowed("arn:aws:iam::210987654321:role/shared-reader", "team-b")
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from ecr_fakes import ECR_HOST, repository_description
 from ecr_operator.api.mirror import IMAGE_MIRROR
 from ecr_operator.api.repository import ECR_REPOSITORY
 from ecr_operator.config import Settings
@@ -27,7 +28,7 @@ from ecr_operator.kube import KubeApiError, ObjectReference, SecretView
 from ecr_operator.metrics import Metrics, ObjectReadiness
 from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.reconcile.mirror import SlotLimits
-from ecr_operator.reconcile.repository.observed import ObservedRepository, RepositoryDescription
+from ecr_operator.reconcile.repository.observed import ObservedRepository
 from ecr_operator.reconcile.repository.vocabulary import OWNER_TAG, owner_tag_value
 from ecr_operator.registry.auth import Anonymous, CredentialsProvider
 from ecr_operator.registry.client import ManifestHead, PushedManifest, TagList
@@ -39,8 +40,6 @@ from ecr_operator.registry.transport import RetryPolicy
 
 pytestmark = pytest.mark.unit
 
-ACCOUNT = "123456789012"
-ECR_HOST = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"
 SOURCE_HOST = "registry.example"
 NAMESPACE = "team-a"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -267,17 +266,7 @@ class FakeEcr:
         owner = self.owners.get(name)
         if owner is None:
             return None
-        description = RepositoryDescription(
-            name=name,
-            arn=f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/{name}",
-            uri=f"{ECR_HOST}/{name}",
-            registry_id=ACCOUNT,
-            image_tag_mutability="MUTABLE",
-            exclusion_filters=frozenset(),
-            scan_on_push=False,
-            encryption_type="AES256",
-        )
-        return ObservedRepository(description, {OWNER_TAG: owner})
+        return ObservedRepository(repository_description(name), {OWNER_TAG: owner})
 
 
 class FakeAws:

@@ -191,6 +191,12 @@ class Cluster:
         }
         self.repositories[namespace] = [RepositoryView.from_body(body)]
 
+    async def add_tenant(self, namespace: str, **repository: Any) -> None:
+        """A namespace with one EcrRepository asking for a pull secret, and its pull role's token cached."""
+        self.add_namespace(namespace)
+        self.add_repository(namespace, **repository)
+        await self.tokens.refresh(pull_identity(namespace))
+
     def reindex(self) -> None:
         """kopf's indexes after the writes: the operator's Secrets and the applied PullSecretReady."""
         for namespace in self.namespaces:
@@ -233,14 +239,16 @@ def make_cluster(settings: Settings) -> Cluster:
     return cluster
 
 
+def pull_role_settings() -> Settings:
+    """Every namespace's pull role rendered from TEMPLATE, and allow-listed."""
+    return Settings(
+        pull_secret_role_arn_template=TEMPLATE, allowed_role_arns=(f"arn:aws:iam::{ACCOUNT}:role/ecr-pull-*",)
+    )
+
+
 @pytest.fixture
 async def cluster() -> AsyncIterator[Cluster]:
-    made = make_cluster(
-        Settings(
-            pull_secret_role_arn_template=TEMPLATE,
-            allowed_role_arns=(f"arn:aws:iam::{ACCOUNT}:role/ecr-pull-*",),
-        )
-    )
+    made = make_cluster(pull_role_settings())
     yield made
     await made.controller.stop()
 
@@ -264,9 +272,7 @@ def auths(cluster: Cluster, namespace: str) -> dict[str, Any]:
 
 async def test_each_namespace_gets_its_own_secret_from_its_own_pull_role(cluster: Cluster) -> None:
     for namespace in ("team-a", "team-b"):
-        cluster.add_namespace(namespace)
-        cluster.add_repository(namespace)
-        await cluster.tokens.refresh(pull_identity(namespace))
+        await cluster.add_tenant(namespace)
 
     for namespace in ("team-a", "team-b"):
         await cluster.controller.sync(namespace)
@@ -284,9 +290,7 @@ async def test_each_namespace_gets_its_own_secret_from_its_own_pull_role(cluster
 
 
 async def test_the_service_accounts_a_repository_names_reference_the_secret(cluster: Cluster) -> None:
-    cluster.add_namespace("team-a")
-    cluster.add_repository("team-a", pull_secret={"serviceAccounts": ["default"]})
-    await cluster.tokens.refresh(pull_identity("team-a"))
+    await cluster.add_tenant("team-a", pull_secret={"serviceAccounts": ["default"]})
 
     await cluster.controller.sync("team-a")
 
@@ -318,9 +322,7 @@ async def test_a_name_taken_by_someone_elses_secret_is_left_alone(cluster: Clust
 
 
 async def test_a_secret_whose_demand_is_gone_is_removed(cluster: Cluster) -> None:
-    cluster.add_namespace("team-a")
-    cluster.add_repository("team-a")
-    await cluster.tokens.refresh(pull_identity("team-a"))
+    await cluster.add_tenant("team-a")
     await cluster.controller.sync("team-a")
     cluster.reindex()
 
@@ -377,9 +379,7 @@ async def test_status_is_applied_only_when_it_changes_and_never_touches_other_co
         "reason": "Synced",
         "lastTransitionTime": "2026-01-01T00:00:00Z",
     }
-    cluster.add_namespace("team-a")
-    cluster.add_repository("team-a", conditions=[ready])
-    await cluster.tokens.refresh(pull_identity("team-a"))
+    await cluster.add_tenant("team-a", conditions=[ready])
 
     await cluster.controller.sync("team-a")
     cluster.reindex()
@@ -393,9 +393,7 @@ async def test_status_is_applied_only_when_it_changes_and_never_touches_other_co
 
 
 async def test_a_repository_that_stops_asking_has_its_condition_removed(cluster: Cluster) -> None:
-    cluster.add_namespace("team-a")
-    cluster.add_repository("team-a")
-    await cluster.tokens.refresh(pull_identity("team-a"))
+    await cluster.add_tenant("team-a")
     await cluster.controller.sync("team-a")
     cluster.reindex()
     [view] = cluster.repositories["team-a"]
@@ -407,12 +405,7 @@ async def test_a_repository_that_stops_asking_has_its_condition_removed(cluster:
 
 
 async def test_a_terminating_namespace_is_not_written() -> None:
-    cluster = make_cluster(
-        Settings(
-            pull_secret_role_arn_template=TEMPLATE,
-            allowed_role_arns=(f"arn:aws:iam::{ACCOUNT}:role/ecr-pull-*",),
-        )
-    )
+    cluster = make_cluster(pull_role_settings())
     try:
         cluster.add_namespace("team-a")
         cluster.namespaces["team-a"] = [NamespaceView("team-a", terminating=True)]
@@ -426,9 +419,7 @@ async def test_a_terminating_namespace_is_not_written() -> None:
 
 
 async def test_syncs_wait_until_kopf_has_filled_the_indexes(cluster: Cluster) -> None:
-    cluster.add_namespace("team-a")
-    cluster.add_repository("team-a")
-    await cluster.tokens.refresh(pull_identity("team-a"))
+    await cluster.add_tenant("team-a")
     await cluster.controller.start()
 
     cluster.controller.request_sync("team-a")

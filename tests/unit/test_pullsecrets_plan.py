@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ecr_fakes import issued_token
 from ecr_operator.api.common import LabelSelector, RegistryIdentity
 from ecr_operator.api.repository import PullSecret
 from ecr_operator.config import PullSecretSettings
@@ -59,7 +60,6 @@ from ecr_operator.reconcile.pullsecrets import (
 from ecr_operator.reconcile.tokens import (
     REGISTRY_REJECTED_TOKEN,
     TOKEN_REFRESH_FAILED,
-    IdentityToken,
     RefreshProblem,
     TokenStatus,
 )
@@ -113,7 +113,7 @@ def token_status(
     verified: bool = True,
     problem: RefreshProblem | None = None,
 ) -> TokenStatus:
-    token = IdentityToken("AWS", password, host, issued, issued + timedelta(hours=12), verified)
+    token = issued_token(issued, password=password, host=host, verified=verified)
     return TokenStatus(token, problem, 1 if problem else 0, issued + timedelta(hours=6), issued)
 
 
@@ -773,27 +773,24 @@ def test_a_refused_role_shows_on_the_repository() -> None:
     assert (conditions[0]["status"], conditions[0]["reason"]) == ("False", ROLE_NOT_ALLOWED)
 
 
+# The repository controller's own condition: pull-secret status never touches it.
+READY = {
+    "type": "Ready",
+    "status": "True",
+    "reason": "Synced",
+    "lastTransitionTime": "2026-01-01T00:00:00Z",
+}
+
+
 def test_the_condition_leaves_with_the_pull_secret_and_other_conditions_stay() -> None:
-    ready = {
-        "type": "Ready",
-        "status": "True",
-        "reason": "Synced",
-        "lastTransitionTime": "2026-01-01T00:00:00Z",
-    }
     ours = {"type": PULL_SECRET_CONDITION, "status": "True", "reason": SECRET_UP_TO_DATE}
 
-    assert repository_conditions_patch(repository(conditions=[ready, ours]), None, NOW) == [ready]
-    assert repository_conditions_patch(repository(conditions=[ready]), None, NOW) is None
+    assert repository_conditions_patch(repository(conditions=[READY, ours]), None, NOW) == [READY]
+    assert repository_conditions_patch(repository(conditions=[READY]), None, NOW) is None
 
 
 def test_the_applied_status_carries_only_the_pull_secret_condition() -> None:
-    ready = {
-        "type": "Ready",
-        "status": "True",
-        "reason": "Synced",
-        "lastTransitionTime": "2026-01-01T00:00:00Z",
-    }
-    asking = repository(pull_secret={}, conditions=[ready])
+    asking = repository(pull_secret={}, conditions=[READY])
     demands = namespace_demands(selected(), PullSecretSettings(), [asking], allow_all, PULL_ROLES)
     outcome = plan(demands).outcome_for("app")
 
@@ -801,7 +798,7 @@ def test_the_applied_status_carries_only_the_pull_secret_condition() -> None:
 
     assert status is not None
     assert [entry["type"] for entry in status["conditions"]] == [PULL_SECRET_CONDITION]
-    applied = replace(asking, conditions=(ready, *status["conditions"]))
+    applied = replace(asking, conditions=(READY, *status["conditions"]))
     assert pull_secret_status(applied, outcome, NOW) is None
     # Once nothing asks, the applied list is empty: server-side apply removes the condition it owned.
     assert pull_secret_status(replace(applied, pull_secret=None), None, NOW) == {"conditions": []}

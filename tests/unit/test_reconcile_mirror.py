@@ -57,38 +57,13 @@ from ecr_operator.registry.errors import (
     UnsupportedMediaType,
 )
 from ecr_operator.registry.platforms import PlatformFilter
-from ecr_operator.registry.reference import parse_reference
 from ecr_operator.registry.results import ImageCopyResult
+from mirror_fakes import DESTINATION_URI, copied, digest
 
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 LATER = NOW + timedelta(hours=6)
-URI = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app"
-SOURCE = parse_reference("registry.example/team/app")
-DESTINATION = parse_reference(URI)
-
-
-def _digest(n: int) -> str:
-    return f"sha256:{n:064x}"
-
-
-def _copied(
-    source: int, destination: int | None = None, *, up_to_date: bool = False, **fields: Any
-) -> ImageCopyResult:
-    destination = source if destination is None else destination
-    return ImageCopyResult(
-        source=SOURCE.with_digest(_digest(source)),
-        destination=DESTINATION.with_digest(_digest(destination)),
-        source_digest=_digest(source),
-        destination_digest=_digest(destination),
-        media_type="application/vnd.oci.image.manifest.v1+json",
-        up_to_date=up_to_date,
-        filtered=destination != source and not fields.get("tag_kept", False),
-        image_bytes=0 if up_to_date else 1000 + source,
-        bytes_copied=0 if up_to_date else 900,
-        **fields,
-    )
 
 
 def _tag(tag: str, result: ImageCopyResult | None = None, failure: Failure | None = None) -> ImageOutcome:
@@ -96,7 +71,7 @@ def _tag(tag: str, result: ImageCopyResult | None = None, failure: Failure | Non
 
 
 def _report(*images: ImageOutcome, generation: int = 1, **fields: Any) -> PassReport:
-    return PassReport(generation, URI, images, **fields)
+    return PassReport(generation, DESTINATION_URI, images, **fields)
 
 
 def _apply(status: dict[str, Any], patch: dict[str, Any] | None) -> dict[str, Any]:
@@ -178,8 +153,8 @@ def _entry(*, platforms: list[str], missing: list[str] | None = None, filtered: 
     return MirroredTag.model_validate(
         {
             "tag": "v1",
-            "sourceDigest": _digest(1),
-            "destinationDigest": _digest(2 if filtered else 1),
+            "sourceDigest": digest(1),
+            "destinationDigest": digest(2 if filtered else 1),
             "syncedAt": NOW,
             "bytes": 10,
             "platforms": platforms,
@@ -213,14 +188,14 @@ def test_a_filtered_copy_is_trusted_only_with_the_same_platforms(
         destination=DestinationSettings(),
         platforms=PlatformFilter.parse(requested),
     )
-    assert options.known_copies == ({_digest(1): _digest(2)} if trusted else {})
+    assert options.known_copies == ({digest(1): digest(2)} if trusted else {})
 
 
 def test_a_filtered_digest_pin_is_remembered_by_its_digest() -> None:
     pin = MirroredDigest.model_validate(
         {
-            "digest": _digest(1),
-            "destinationDigest": _digest(2),
+            "digest": digest(1),
+            "destinationDigest": digest(2),
             "syncedAt": NOW,
             "bytes": 1,
             "platforms": ["linux/amd64"],
@@ -233,7 +208,7 @@ def test_a_filtered_digest_pin_is_remembered_by_its_digest() -> None:
         destination=DestinationSettings(),
         platforms=PlatformFilter.parse(["linux/amd64"]),
     )
-    assert options.known_copies == {_digest(1): _digest(2)}
+    assert options.known_copies == {digest(1): digest(2)}
 
 
 # --- status -----------------------------------------------------------------------------------------
@@ -241,26 +216,26 @@ def test_a_filtered_digest_pin_is_remembered_by_its_digest() -> None:
 
 def test_a_first_pass_writes_the_whole_status() -> None:
     report = _report(
-        _tag("v2", _copied(2)),
-        _tag("v1", _copied(1, 11, platforms_copied=("linux/amd64",), platforms_missing=("linux/riscv64",))),
+        _tag("v2", copied(2)),
+        _tag("v1", copied(1, 11, platforms_copied=("linux/amd64",), platforms_missing=("linux/riscv64",))),
     )
     patch = mirror_status_patch({}, report, now=NOW, next_sync=LATER)
     assert patch is not None
-    assert patch["repositoryUri"] == URI
+    assert patch["repositoryUri"] == DESTINATION_URI
     assert patch["observedGeneration"] == 1
     assert (patch["lastSyncTime"], patch["nextSyncTime"]) == ("2026-05-01T12:00:00Z", "2026-05-01T18:00:00Z")
     assert patch["tags"] == [
         {
             "tag": "v2",
-            "sourceDigest": _digest(2),
-            "destinationDigest": _digest(2),
+            "sourceDigest": digest(2),
+            "destinationDigest": digest(2),
             "syncedAt": "2026-05-01T12:00:00Z",
             "bytes": 1002,
         },
         {
             "tag": "v1",
-            "sourceDigest": _digest(1),
-            "destinationDigest": _digest(11),
+            "sourceDigest": digest(1),
+            "destinationDigest": digest(11),
             "syncedAt": "2026-05-01T12:00:00Z",
             "bytes": 1001,
             "platforms": ["linux/amd64"],
@@ -269,28 +244,31 @@ def test_a_first_pass_writes_the_whole_status() -> None:
     ]
     ready = _condition(patch, "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Synced")
-    assert ready["message"] == f"2 tags mirrored to {URI}. Platforms missing upstream: linux/riscv64."
+    assert (
+        ready["message"]
+        == f"2 tags mirrored to {DESTINATION_URI}. Platforms missing upstream: linux/riscv64."
+    )
 
 
 def test_a_pass_that_finds_nothing_new_writes_nothing() -> None:
-    first = mirror_status_patch({}, _report(_tag("v1", _copied(1))), now=NOW, next_sync=LATER)
+    first = mirror_status_patch({}, _report(_tag("v1", copied(1))), now=NOW, next_sync=LATER)
     status = _apply({}, first)
-    again = _report(_tag("v1", _copied(1, up_to_date=True)))
+    again = _report(_tag("v1", copied(1, up_to_date=True)))
     assert mirror_status_patch(status, again, now=LATER, next_sync=LATER + timedelta(hours=6)) is None
 
 
 def test_a_moved_tag_updates_its_entry_and_the_sync_time() -> None:
-    status = _apply({}, mirror_status_patch({}, _report(_tag("v1", _copied(1))), now=NOW, next_sync=LATER))
-    patch = mirror_status_patch(status, _report(_tag("v1", _copied(5))), now=LATER, next_sync=LATER)
+    status = _apply({}, mirror_status_patch({}, _report(_tag("v1", copied(1))), now=NOW, next_sync=LATER))
+    patch = mirror_status_patch(status, _report(_tag("v1", copied(5))), now=LATER, next_sync=LATER)
     assert patch is not None
     [entry] = patch["tags"]
-    assert (entry["sourceDigest"], entry["syncedAt"]) == (_digest(5), "2026-05-01T18:00:00Z")
+    assert (entry["sourceDigest"], entry["syncedAt"]) == (digest(5), "2026-05-01T18:00:00Z")
     assert patch["lastSyncTime"] == "2026-05-01T18:00:00Z"
 
 
 def test_a_kept_tag_keeps_its_record_and_is_reported() -> None:
-    status = _apply({}, mirror_status_patch({}, _report(_tag("v1", _copied(1))), now=NOW, next_sync=LATER))
-    kept = _copied(5, 1, tag_kept=True)
+    status = _apply({}, mirror_status_patch({}, _report(_tag("v1", copied(1))), now=NOW, next_sync=LATER))
+    kept = copied(5, 1, tag_kept=True)
     patch = mirror_status_patch(status, _report(_tag("v1", kept)), now=LATER, next_sync=LATER)
     assert patch is not None
     assert patch["tags"] == status["tags"]
@@ -302,13 +280,13 @@ def test_a_failed_image_keeps_its_record_and_fails_the_mirror() -> None:
     status = _apply(
         {},
         mirror_status_patch(
-            {}, _report(_tag("v1", _copied(1)), _tag("v2", _copied(2))), now=NOW, next_sync=LATER
+            {}, _report(_tag("v1", copied(1)), _tag("v2", copied(2))), now=NOW, next_sync=LATER
         ),
     )
     failure = classify_failure(NotFound("v2: manifest unknown", status=404))
     patch = mirror_status_patch(
         status,
-        _report(_tag("v1", _copied(1, up_to_date=True)), _tag("v2", failure=failure)),
+        _report(_tag("v1", copied(1, up_to_date=True)), _tag("v2", failure=failure)),
         now=LATER,
         next_sync=LATER,
     )
@@ -321,7 +299,7 @@ def test_a_failed_image_keeps_its_record_and_fails_the_mirror() -> None:
 
 
 def test_a_transient_failure_leaves_a_ready_mirror_ready() -> None:
-    status = _apply({}, mirror_status_patch({}, _report(_tag("v1", _copied(1))), now=NOW, next_sync=LATER))
+    status = _apply({}, mirror_status_patch({}, _report(_tag("v1", copied(1))), now=NOW, next_sync=LATER))
     failure = classify_failure(RegistryError("503", status=503))
     patch = mirror_status_patch(status, _report(_tag("v1", failure=failure)), now=LATER, next_sync=LATER)
     assert patch is not None
@@ -333,17 +311,17 @@ def test_a_transient_failure_leaves_a_ready_mirror_ready() -> None:
 
 
 def test_a_problem_before_copying_keeps_the_image_records() -> None:
-    status = _apply({}, mirror_status_patch({}, _report(_tag("v1", _copied(1))), now=NOW, next_sync=LATER))
+    status = _apply({}, mirror_status_patch({}, _report(_tag("v1", copied(1))), now=NOW, next_sync=LATER))
     problem = Failure(Reason.CREDENTIALS_NOT_FOUND, "Secret creds not found.", "wait")
     patch = mirror_status_patch(status, PassReport(1, problem=problem), now=LATER, next_sync=LATER)
     assert patch is not None
     assert patch["tags"] == status["tags"]
-    assert patch["repositoryUri"] == URI
+    assert patch["repositoryUri"] == DESTINATION_URI
     assert _condition(patch, "Ready")["reason"] == "CredentialsNotFound"
 
 
 def test_the_applied_status_is_the_whole_status_without_the_cleared_fields() -> None:
-    status = _apply({}, mirror_status_patch({}, _report(_tag("v1", _copied(1))), now=NOW, next_sync=LATER))
+    status = _apply({}, mirror_status_patch({}, _report(_tag("v1", copied(1))), now=NOW, next_sync=LATER))
     patch = mirror_status_patch(status, PassReport(1, suspended=True), now=LATER, next_sync=None)
     assert patch is not None
     applied = applied_mirror_status(status, patch)
@@ -355,7 +333,7 @@ def test_the_applied_status_is_the_whole_status_without_the_cleared_fields() -> 
 
 
 def test_suspending_says_so_and_drops_the_next_sync_time() -> None:
-    status = _apply({}, mirror_status_patch({}, _report(_tag("v1", _copied(1))), now=NOW, next_sync=LATER))
+    status = _apply({}, mirror_status_patch({}, _report(_tag("v1", copied(1))), now=NOW, next_sync=LATER))
     patch = mirror_status_patch(status, PassReport(1, suspended=True), now=LATER, next_sync=None)
     assert patch is not None
     assert patch["nextSyncTime"] is None
@@ -368,7 +346,7 @@ def test_suspending_says_so_and_drops_the_next_sync_time() -> None:
 
 
 def test_status_lists_at_most_the_bounded_number_of_tags() -> None:
-    images = [_tag(f"v{n}", _copied(n + 1)) for n in range(MAX_STATUS_TAGS + 20)]
+    images = [_tag(f"v{n}", copied(n + 1)) for n in range(MAX_STATUS_TAGS + 20)]
     patch = mirror_status_patch({}, _report(*images), now=NOW, next_sync=LATER)
     assert patch is not None
     assert len(patch["tags"]) == MAX_STATUS_TAGS
@@ -382,11 +360,11 @@ def test_tags_no_longer_selected_leave_the_status() -> None:
     status = _apply(
         {},
         mirror_status_patch(
-            {}, _report(_tag("v1", _copied(1)), _tag("v2", _copied(2))), now=NOW, next_sync=LATER
+            {}, _report(_tag("v1", copied(1)), _tag("v2", copied(2))), now=NOW, next_sync=LATER
         ),
     )
     patch = mirror_status_patch(
-        status, _report(_tag("v2", _copied(2, up_to_date=True)), generation=2), now=LATER, next_sync=LATER
+        status, _report(_tag("v2", copied(2, up_to_date=True)), generation=2), now=LATER, next_sync=LATER
     )
     assert patch is not None
     assert [entry["tag"] for entry in patch["tags"]] == ["v2"]
@@ -398,7 +376,7 @@ def test_tags_no_longer_selected_leave_the_status() -> None:
 
 def test_events_tell_copies_missing_platforms_and_changes_of_state() -> None:
     report = _report(
-        _tag("v1", _copied(1, 9, platforms_copied=("linux/amd64",), platforms_missing=("linux/riscv64",)))
+        _tag("v1", copied(1, 9, platforms_copied=("linux/amd64",), platforms_missing=("linux/riscv64",)))
     )
     patch = mirror_status_patch({}, report, now=NOW, next_sync=LATER)
     notes = mirror_events(report, {}, patch)
@@ -407,14 +385,14 @@ def test_events_tell_copies_missing_platforms_and_changes_of_state() -> None:
         ("Warning", Reason.PLATFORMS_MISSING),
         ("Normal", "Synced"),
     ]
-    assert f"to {URI}:v1" in notes[0].message
+    assert f"to {DESTINATION_URI}:v1" in notes[0].message
     assert "pushed as index" in notes[0].message
-    quiet = _report(_tag("v1", _copied(1, 9, up_to_date=True)))
+    quiet = _report(_tag("v1", copied(1, 9, up_to_date=True)))
     assert mirror_events(quiet, _apply({}, patch), None) == []
 
 
 def test_many_copies_make_one_event() -> None:
-    report = _report(*[_tag(f"v{n}", _copied(n + 1)) for n in range(25)])
+    report = _report(*[_tag(f"v{n}", copied(n + 1)) for n in range(25)])
     notes = mirror_events(report, {}, None)
     assert [note.reason for note in notes] == [Reason.IMAGES_COPIED]
     assert notes[0].message.startswith(

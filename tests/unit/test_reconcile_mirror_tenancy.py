@@ -42,9 +42,8 @@ from ecr_operator.reconcile.mirror import (
     unexpected_failure,
 )
 from ecr_operator.reconcile.repository.vocabulary import OWNER_TAG, owner_tag_value
-from ecr_operator.registry.reference import parse_reference
-from ecr_operator.registry.results import ImageCopyResult
 from ecr_operator.tag_patterns import InvalidTagPattern, compile_tag_pattern
+from mirror_fakes import copied, digest
 
 pytestmark = pytest.mark.unit
 
@@ -52,7 +51,6 @@ NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=10)
 ACCOUNT = "123456789012"
 HOST = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"
-SOURCE = parse_reference("registry.example/team/app")
 
 
 def _settings(**fields: Any) -> Settings:
@@ -65,24 +63,6 @@ def _repository(name: str = "app", *, status: dict[str, Any] | None = None, **sp
         "spec": {"registry": {"region": "us-east-1"}, **spec},
         "status": status or {},
     }
-
-
-def _digest(n: int) -> str:
-    return f"sha256:{n:064x}"
-
-
-def _copied(n: int) -> ImageCopyResult:
-    return ImageCopyResult(
-        source=SOURCE.with_digest(_digest(n)),
-        destination=parse_reference(f"{HOST}/team-a/app").with_digest(_digest(n)),
-        source_digest=_digest(n),
-        destination_digest=_digest(n),
-        media_type="application/vnd.oci.image.manifest.v1+json",
-        up_to_date=False,
-        image_bytes=100,
-        bytes_copied=100,
-        blobs_copied=2,
-    )
 
 
 # --- tag patterns on RE2 --------------------------------------------------------------------------
@@ -279,8 +259,8 @@ def test_an_unexpected_exception_is_a_reported_failure_retried_with_backoff() ->
 def _tag(name: str, n: int, at: datetime = NOW) -> dict[str, Any]:
     return {
         "tag": name,
-        "sourceDigest": _digest(n),
-        "destinationDigest": _digest(n),
+        "sourceDigest": digest(n),
+        "destinationDigest": digest(n),
         "syncedAt": at.isoformat().replace("+00:00", "Z"),
         "bytes": 100,
     }
@@ -293,8 +273,8 @@ def test_a_pass_cut_short_records_what_it_copied_and_keeps_what_it_did_not_reach
         generation=2,
         repository_uri=f"{HOST}/team-a/app",
         images=(
-            ImageOutcome(tag="v2", result=_copied(2)),
-            ImageOutcome(tag="v1", result=_copied(11)),
+            ImageOutcome(tag="v2", result=copied(2)),
+            ImageOutcome(tag="v1", result=copied(11)),
             ImageOutcome(tag="v3", failure=timed_out),
             ImageOutcome(tag="v4", failure=timed_out),
         ),
@@ -303,8 +283,8 @@ def test_a_pass_cut_short_records_what_it_copied_and_keeps_what_it_did_not_reach
     patch = mirror_status_patch(status, report, now=LATER, next_sync=LATER)
     assert patch is not None
     tags = {entry["tag"]: entry for entry in patch["tags"]}
-    assert tags["v2"]["destinationDigest"] == _digest(2)  # copied before the deadline
-    assert tags["v1"]["destinationDigest"] == _digest(11)
+    assert tags["v2"]["destinationDigest"] == digest(2)  # copied before the deadline
+    assert tags["v1"]["destinationDigest"] == digest(11)
     assert tags["v3"] == _tag("v3", 3)  # not reached: ECR still holds the last copy
     assert "v4" not in tags
     synced = next(c for c in patch["conditions"] if c["type"] == "Synced")
@@ -320,7 +300,7 @@ def test_a_pass_cut_short_records_what_it_copied_and_keeps_what_it_did_not_reach
 
 def test_a_status_nobody_can_read_is_rewritten_not_a_crash() -> None:
     report = PassReport(
-        generation=1, repository_uri=f"{HOST}/a", images=(ImageOutcome(tag="v1", result=_copied(1)),)
+        generation=1, repository_uri=f"{HOST}/a", images=(ImageOutcome(tag="v1", result=copied(1)),)
     )
     patch = mirror_status_patch(
         {"tags": [{"tag": 7}], "conditions": "nonsense", "extra": 1}, report, now=NOW, next_sync=LATER

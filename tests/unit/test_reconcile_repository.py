@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ecr_fakes import ACCOUNT, repository_description
 from ecr_operator.api.repository import AdoptionPolicy, DeletionPolicy, EcrRepositorySpec
 from ecr_operator.config import Settings
 from ecr_operator.reconcile.backoff import backoff_delay
@@ -48,6 +50,7 @@ from ecr_operator.reconcile.repository.desired import (
 )
 from ecr_operator.reconcile.repository.failures import Problem, classify_aws_failure
 from ecr_operator.reconcile.repository.identity_policies import (
+    IdentityPlan,
     ManagedPolicy,
     identity_policy_document,
     identity_roles_in_status,
@@ -78,7 +81,6 @@ from ecr_operator.reconcile.repository.vocabulary import (
 
 pytestmark = pytest.mark.unit
 
-ACCOUNT = "123456789012"
 NAME = "team/app"
 ARN = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/{NAME}"
 URI = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{NAME}"
@@ -110,18 +112,7 @@ def desired(**fields: Any) -> DesiredRepository:
 
 
 def description(**changes: Any) -> RepositoryDescription:
-    values: dict[str, Any] = {
-        "name": NAME,
-        "arn": ARN,
-        "uri": URI,
-        "registry_id": ACCOUNT,
-        "image_tag_mutability": "MUTABLE",
-        "exclusion_filters": frozenset(),
-        "scan_on_push": False,
-        "encryption_type": "AES256",
-        "kms_key": None,
-    }
-    return RepositoryDescription(**(values | changes))
+    return repository_description(NAME, **changes)
 
 
 def observed_as(wanted: DesiredRepository, **changes: Any) -> ObservedRepository:
@@ -839,6 +830,11 @@ def allow(*names: str) -> Any:
     return lambda arn: arn in {f"arn:aws:iam::{ACCOUNT}:role/{name}" for name in names}
 
 
+def identity_plan(roles: Sequence[IdentityRole], **arguments: Any) -> IdentityPlan:
+    """``plan_identity_policies`` for this module's repository and stamp."""
+    return plan_identity_policies(roles, stamp=STAMP, repository=description(), **arguments)
+
+
 def test_identity_policies_are_put_where_missing_or_different_and_removed_where_no_longer_wanted() -> None:
     roles = (IdentityRole("reader", "pull"), IdentityRole("writer", "push"))
     observed = {
@@ -847,13 +843,7 @@ def test_identity_policies_are_put_where_missing_or_different_and_removed_where_
         "gone": identity_policy_document(ARN, "pull", STAMP),  # left the spec; status hinted at it
     }
 
-    plan = plan_identity_policies(
-        roles,
-        stamp=STAMP,
-        repository=description(),
-        observed=observed,
-        role_allowed=allow("reader", "writer"),
-    )
+    plan = identity_plan(roles, observed=observed, role_allowed=allow("reader", "writer"))
 
     assert plan.refusal is None
     assert plan.actions == (
@@ -875,7 +865,7 @@ def test_a_policy_is_deleted_only_when_iam_shows_it_is_this_objects() -> None:
         "mine": identity_policy_document(ARN, "pull", STAMP),
     }
 
-    plan = plan_identity_policies((), stamp=STAMP, repository=description(), observed=observed)
+    plan = identity_plan((), observed=observed)
 
     assert plan.actions == (DeleteRolePolicy("mine", POLICY_NAME),)
     assert plan.left_alone == ("human-made", "unstamped")
@@ -914,14 +904,7 @@ def test_a_role_the_admin_does_not_allow_is_refused_and_nothing_is_changed() -> 
         "gone": identity_policy_document(ARN, "pull", STAMP),
     }
 
-    plan = plan_identity_policies(
-        roles,
-        stamp=STAMP,
-        repository=description(),
-        observed=observed,
-        role_allowed=allow("team-deployer"),
-        namespace="team",
-    )
+    plan = identity_plan(roles, observed=observed, role_allowed=allow("team-deployer"), namespace="team")
 
     assert plan.actions == ()
     assert plan.refusal is not None
@@ -933,12 +916,7 @@ def test_a_role_the_admin_does_not_allow_is_refused_and_nothing_is_changed() -> 
 
 
 def test_by_default_no_role_may_carry_an_identity_policy() -> None:
-    plan = plan_identity_policies(
-        (IdentityRole("deployer", "pull"),),
-        stamp=STAMP,
-        repository=description(),
-        observed={"deployer": None},
-    )
+    plan = identity_plan((IdentityRole("deployer", "pull"),), observed={"deployer": None})
 
     assert plan.refusal is not None
     assert plan.refusal.reason is Reason.IDENTITY_ROLE_NOT_ALLOWED
@@ -966,9 +944,7 @@ def test_the_allow_list_matches_the_roles_name_in_the_registry_account_whatever_
             }
         ).access
     )
-    plan = plan_identity_policies(
-        roles, stamp=STAMP, repository=description(), observed={}, role_allowed=allowed, namespace="team"
-    )
+    plan = identity_plan(roles, observed={}, role_allowed=allowed, namespace="team")
 
     assert sorted(seen) == [f"arn:aws:iam::{ACCOUNT}:role/team-ci", f"arn:aws:iam::{ACCOUNT}:role/victim"]
     assert plan.refusal is not None
@@ -981,12 +957,8 @@ def test_an_identity_policy_iam_returns_reshaped_is_not_rewritten() -> None:
     reshaped = {"Version": document["Version"], "Statement": list(reversed(document["Statement"]))}
     reshaped["Statement"][0] = {**reshaped["Statement"][0], "Action": [document["Statement"][1]["Action"]]}
 
-    plan = plan_identity_policies(
-        (IdentityRole("reader", "pull"),),
-        stamp=STAMP,
-        repository=description(),
-        observed={"reader": reshaped},
-        role_allowed=allow("reader"),
+    plan = identity_plan(
+        (IdentityRole("reader", "pull"),), observed={"reader": reshaped}, role_allowed=allow("reader")
     )
 
     assert plan.actions == ()
@@ -1005,12 +977,8 @@ def test_an_unstamped_policy_of_an_earlier_version_is_rewritten_on_a_wanted_role
         ],
     }
 
-    plan = plan_identity_policies(
-        (IdentityRole("reader", "pull"),),
-        stamp=STAMP,
-        repository=description(),
-        observed={"reader": legacy},
-        role_allowed=allow("reader"),
+    plan = identity_plan(
+        (IdentityRole("reader", "pull"),), observed={"reader": legacy}, role_allowed=allow("reader")
     )
 
     assert plan.actions == (
@@ -1038,12 +1006,8 @@ def test_the_identity_policy_grants_the_repository_and_the_registry_login_only()
 
 
 def test_a_role_of_another_account_is_refused() -> None:
-    plan = plan_identity_policies(
-        (IdentityRole("deployer", "pull", "999999999999"),),
-        stamp=STAMP,
-        repository=description(),
-        observed={},
-        role_allowed=lambda _arn: True,
+    plan = identity_plan(
+        (IdentityRole("deployer", "pull", "999999999999"),), observed={}, role_allowed=lambda _arn: True
     )
 
     assert plan.actions == ()
@@ -1167,24 +1131,15 @@ def test_an_adopted_repository_is_retained_unless_the_admin_allows_deleting_adop
     assert allowed.actions[-1] == DeleteRepository(NAME, force=policy is DeletionPolicy.FORCE_DELETE)
 
 
-def test_retain_needs_no_look_at_the_repository() -> None:
-    plan = deletion_plan(
-        deletion_policy=DeletionPolicy.RETAIN,
-        observed=None,
-        identity_policies={},
-    )
+@pytest.mark.parametrize(
+    ("policy", "outcome"),
+    [(DeletionPolicy.RETAIN, "retain"), (DeletionPolicy.FORCE_DELETE, "gone")],
+    ids=["retain-needs-no-look-at-the-repository", "a-gone-repository-only-removes-its-policies"],
+)
+def test_without_a_repository_deletion_has_nothing_to_do(policy: DeletionPolicy, outcome: str) -> None:
+    plan = deletion_plan(deletion_policy=policy, observed=None, identity_policies={})
 
-    assert (plan.outcome, plan.actions) == ("retain", ())
-
-
-def test_deleting_an_object_whose_repository_is_gone_only_removes_its_policies() -> None:
-    plan = deletion_plan(
-        deletion_policy=DeletionPolicy.FORCE_DELETE,
-        observed=None,
-        identity_policies={},
-    )
-
-    assert (plan.outcome, plan.actions) == ("gone", ())
+    assert (plan.outcome, plan.actions) == (outcome, ())
 
 
 # --- failures ---------------------------------------------------------------------------------------

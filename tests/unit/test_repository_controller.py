@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
+from ecr_fakes import ACCOUNT, repository_description
 from ecr_operator.api.common import ResourceInfo
 from ecr_operator.aws.calls import AwsCallFailed
-from ecr_operator.aws.ecr import REPOSITORY_NOT_EMPTY, RegistryRef
+from ecr_operator.aws.ecr import REPOSITORY_ALREADY_EXISTS, REPOSITORY_NOT_EMPTY, RegistryRef
 from ecr_operator.config import Settings
 from ecr_operator.controllers.repository import RepositoryController, RepositoryObject, RetryLater
-from ecr_operator.drift import DriftSchedule
 from ecr_operator.kube import ObjectReference
 from ecr_operator.locks import KeyedLocks
 from ecr_operator.metrics import Metrics, ObjectReadiness
@@ -38,7 +38,6 @@ from ecr_operator.reconcile.repository.vocabulary import ADOPTED_TAG, OWNER_TAG,
 
 pytestmark = pytest.mark.unit
 
-ACCOUNT = "123456789012"
 NAMESPACE = "team"
 NAME = "app"
 OWNER = owner_tag_value("default", NAMESPACE, NAME)
@@ -62,7 +61,7 @@ class FakeEcr:
         self.failures: dict[type[RepositoryAction], AwsCallFailed] = {}
 
     def add(self, name: str, tags: dict[str, str], images: int = 0) -> None:
-        self.repositories[name] = StoredRepository(description(name), dict(tags), images)
+        self.repositories[name] = StoredRepository(repository_description(name), dict(tags), images)
 
     async def observe(self, registry: RegistryRef, name: str) -> ObservedRepository | None:
         self.reads += 1
@@ -78,6 +77,9 @@ class FakeEcr:
         self.applied.append(action)
         match action:
             case CreateRepository():
+                if action.repository in self.repositories:
+                    self.applied.pop()
+                    raise AwsCallFailed("ecr", "CreateRepository", REPOSITORY_ALREADY_EXISTS, "exists")
                 self.add(action.repository, dict(action.tags))
                 return self.repositories[action.repository].description
             case ClaimRepository():
@@ -133,20 +135,6 @@ class FakeKube:
         self.events.append((event_type, reason))
 
 
-def description(name: str, **changes: Any) -> RepositoryDescription:
-    base = RepositoryDescription(
-        name=name,
-        arn=f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/{name}",
-        uri=f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{name}",
-        registry_id=ACCOUNT,
-        image_tag_mutability="MUTABLE",
-        exclusion_filters=frozenset(),
-        scan_on_push=False,
-        encryption_type="AES256",
-    )
-    return dataclasses.replace(base, **changes)
-
-
 @dataclasses.dataclass
 class Harness:
     controller: RepositoryController
@@ -173,7 +161,6 @@ def harness(**settings: Any) -> Harness:
         iam=iam,
         kube=kube,
         locks=KeyedLocks(),
-        drift=DriftSchedule(600.0, 0.0),
         metrics=metrics,
         readiness=ObjectReadiness(metrics.objects),
         now=lambda: NOW,
@@ -209,7 +196,7 @@ def test_create_writes_the_status_once_and_announces_it() -> None:
     [(manager, status)] = world.kube.status_writes
     assert manager == "repository"
     assert conditions(status) == {"Ready": ("True", "RepositoryReady"), "Synced": ("True", "UpToDate")}
-    assert status["repositoryUri"] == description(NAME).uri
+    assert status["repositoryUri"] == repository_description(NAME).uri
     assert status["observedGeneration"] == 1
     assert world.kube.events == [("Normal", "RepositoryCreated")]
 
@@ -370,3 +357,33 @@ def test_a_field_this_controller_applied_is_dropped_in_one_write() -> None:
 
     [(_, final)] = world.kube.status_writes[writes:]
     assert "identityPolicies" not in final
+
+
+def test_a_new_object_creates_without_describing_first() -> None:
+    world = harness()
+
+    world.reconcile(repository_object())
+
+    assert world.ecr.reads == 0
+    assert [type(action) for action in world.ecr.applied] == [CreateRepository]
+
+
+def test_a_repository_that_exists_already_is_looked_at_after_the_create_fails() -> None:
+    world = harness()
+    world.ecr.add(NAME, {OWNER_TAG: OWNER})  # created by this object before its status was written
+
+    assert world.reconcile(repository_object()) is None
+
+    assert world.ecr.reads == 1
+    assert world.ecr.applied == []
+    assert conditions(world.stored_status())["Ready"] == ("True", "RepositoryReady")
+
+
+def test_no_reconcile_acts_once_the_objects_deletion_has_begun() -> None:
+    world = harness()
+    world.controller.deletion_started("uid-1")
+
+    assert world.reconcile(repository_object()) is None
+
+    assert world.ecr.applied == []
+    assert world.kube.status_writes == []

@@ -11,12 +11,12 @@ import copy
 import os
 
 import kopf
-import kubernetes.client
 import pytest
 
 from ecr_operator.config import Settings
 from ecr_operator.handlers.startup import configure_kopf
-from ecr_operator.kube import Kube
+from ecr_operator.kube import Kube, KubeConnection
+from ecr_operator.kube.client import ApiClient
 from ecr_operator.metrics import Metrics
 from ecr_operator.runtime import Runtime
 
@@ -38,11 +38,11 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     return configured
 
 
-def an_object() -> kopf.Body:
+def an_object(kind: str = "EcrRepository") -> kopf.Body:
     return kopf.Body(
         {
             "apiVersion": "ecr-operator.io/v1alpha1",
-            "kind": "EcrRepository",
+            "kind": kind,
             "metadata": {"name": "app", "namespace": "team-a", "annotations": {}},
             "spec": {"registry": {"region": "us-east-1"}},
         }
@@ -73,13 +73,24 @@ def test_handler_progress_is_kept_in_annotations_under_the_operators_domain(
 
 
 def test_the_diff_base_is_kept_under_the_operators_domain(kopf_settings: kopf.OperatorSettings) -> None:
-    body, patch = an_object(), kopf.Patch()
+    body, patch = an_object("ImageMirror"), kopf.Patch()
+    storage = kopf_settings.persistence.diffbase_storage
 
-    kopf_settings.persistence.diffbase_storage.store(
-        body=body, patch=patch, essence=kopf_settings.persistence.diffbase_storage.build(body=body)
-    )
+    storage.store(body=body, patch=patch, essence=storage.build(body=body))
 
     assert "ecr-operator.io/last-handled-configuration" in patch["metadata"]["annotations"]
+
+
+def test_no_diff_base_is_written_to_repositories(kopf_settings: kopf.OperatorSettings) -> None:
+    # EcrRepository has no create/update handlers (observedGeneration says what is due): kopf's only
+    # write to one is its finalizer.
+    body, patch = an_object(), kopf.Patch()
+    storage = kopf_settings.persistence.diffbase_storage
+
+    storage.store(body=body, patch=patch, essence=storage.build(body=body))
+
+    assert not patch
+    assert storage.fetch(body=body) is None
 
 
 def test_watch_timeouts_are_whole_seconds(kopf_settings: kopf.OperatorSettings) -> None:
@@ -90,8 +101,8 @@ def test_watch_timeouts_are_whole_seconds(kopf_settings: kopf.OperatorSettings) 
 
 
 def test_every_object_shares_the_one_runtime(settings: Settings) -> None:
-    # An ApiClient without configuration: nothing connects until a call is made.
-    runtime = Runtime.create(settings, Kube(kubernetes.client.ApiClient()))
+    # Nothing connects until the client is started and a call is made.
+    runtime = Runtime.create(settings, Kube(ApiClient(KubeConnection(server="https://127.0.0.1:1"), 1)))
 
     # kopf shallow-copies the memo per object; the copy must be the process-wide runtime itself.
     assert copy.copy(runtime) is runtime

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ecr_fakes import ECR_HOST, issued_token
 from ecr_operator.aws.tokens import (
     AccountLookupError,
     CallerAccount,
@@ -33,15 +34,10 @@ pytestmark = pytest.mark.unit
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 IDENTITY = AwsIdentity(region="us-east-1")
-HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 DEFAULTS = RefreshSchedule(
     lead=timedelta(hours=6), jitter=timedelta(minutes=10), fallback_lifetime=timedelta(hours=12)
 )
 MOTO_EXPIRY = datetime(2015, 1, 1, tzinfo=UTC)
-
-
-def issued_token(issued_at: datetime, lifetime: timedelta, *, verified: bool = True) -> IdentityToken:
-    return IdentityToken("AWS", "pw", HOST, issued_at, issued_at + lifetime, verified)
 
 
 # --- the schedule -------------------------------------------------------------------------------------
@@ -144,7 +140,7 @@ class FakeEcr:
                 raise TokenRefreshError(
                     TOKEN_REFRESH_FAILED, f"GetAuthorizationToken failed ({self.failing})"
                 )
-            return FetchedToken("AWS", f"password-{self.calls}", HOST, MOTO_EXPIRY)
+            return FetchedToken("AWS", f"password-{self.calls}", ECR_HOST, MOTO_EXPIRY)
         finally:
             self.in_flight -= 1
 
@@ -322,8 +318,8 @@ async def test_an_expired_token_is_due_even_while_a_retry_waits(
 
 
 def test_the_password_never_shows_in_a_repr() -> None:
-    token = IdentityToken("AWS", "s3cr3t-pw", HOST, T0, T0, True)
-    fetched = FetchedToken("AWS", "s3cr3t-pw", HOST, None)
+    token = IdentityToken("AWS", "s3cr3t-pw", ECR_HOST, T0, T0, True)
+    fetched = FetchedToken("AWS", "s3cr3t-pw", ECR_HOST, None)
 
     assert "s3cr3t-pw" not in repr(token)
     assert "s3cr3t-pw" not in repr(fetched)
@@ -349,11 +345,11 @@ def test_a_malformed_token_is_reported_without_echoing_it(token: str) -> None:
 
 
 def test_registry_endpoints_follow_overrides_then_the_wildcard() -> None:
-    overrides = {HOST: "127.0.0.1:5000", "*": "127.0.0.1:6000"}
+    overrides = {ECR_HOST: "127.0.0.1:5000", "*": "127.0.0.1:6000"}
 
-    assert registry_endpoint(HOST, overrides) == "127.0.0.1:5000"
+    assert registry_endpoint(ECR_HOST, overrides) == "127.0.0.1:5000"
     assert registry_endpoint("210987654321.dkr.ecr.eu-west-1.amazonaws.com", overrides) == "127.0.0.1:6000"
-    assert registry_endpoint(HOST, {}) == HOST
+    assert registry_endpoint(ECR_HOST, {}) == ECR_HOST
 
 
 # --- the operator's own account (for pull role templates) ---------------------------------------------

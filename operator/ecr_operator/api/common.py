@@ -101,6 +101,15 @@ class CelRule:
         return value
 
 
+def exactly_one_of(first: str, second: str, message: str) -> CelRule:
+    """A model rule: exactly one of two optional fields (Python names) is set."""
+    return CelRule(
+        f"has(self.{to_camel(first)}) != has(self.{to_camel(second)})",
+        message,
+        check=lambda model: (getattr(model, first) is None) != (getattr(model, second) is None),
+    )
+
+
 @dataclass(frozen=True)
 class SetList:
     """Marks a list whose items must be unique: `x-kubernetes-list-type: set` in the CRD."""

@@ -22,6 +22,7 @@ from ecr_operator.api.common import (
     ResourceInfo,
     SetList,
     StatusModel,
+    exactly_one_of,
     format_duration,
 )
 from ecr_operator.api.repository import EcrRepositorySpec, ImageTagMutability, RepositorySettings
@@ -206,10 +207,10 @@ class MirrorDestination(ApiModel):
     """The ECR repository images go to: an existing EcrRepository, or one the operator creates."""
 
     cel_rules = (
-        CelRule(
-            "has(self.repositoryRef) != has(self.repositoryName)",
+        exactly_one_of(
+            "repository_ref",
+            "repository_name",
             "destination must set exactly one of repositoryRef or repositoryName",
-            check=lambda d: (d.repository_ref is None) != (d.repository_name is None),
         ),
         CelRule(
             "!has(self.repositoryName) || self.create",

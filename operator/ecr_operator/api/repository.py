@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
@@ -23,8 +22,10 @@ from ecr_operator.api.common import (
     RoleArn,
     SetList,
     StatusModel,
+    exactly_one_of,
     is_repository_name,
 )
+from ecr_operator.json_object import parse_json_object
 
 # --- tag mutability ---------------------------------------------------------------------------------
 
@@ -317,13 +318,7 @@ MAX_LIFECYCLE_POLICY_CHARS = 30_720
 class LifecyclePolicy(ApiModel):
     """Which images ECR expires. Compared with AWS semantically, so AWS re-ordering never causes churn."""
 
-    cel_rules = (
-        CelRule(
-            "has(self.rules) != has(self.raw)",
-            "lifecyclePolicy must set exactly one of rules or raw",
-            check=lambda p: (p.rules is None) != (p.raw is None),
-        ),
-    )
+    cel_rules = (exactly_one_of("rules", "raw", "lifecyclePolicy must set exactly one of rules or raw"),)
 
     rules: LifecycleRules | None = Field(
         default=None, min_length=1, max_length=50, description="Structured lifecycle rules (at most 50)."
@@ -349,13 +344,9 @@ class LifecyclePolicy(ApiModel):
 
 
 def _json_object(text: str, field_name: str) -> dict[str, Any]:
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{field_name} is not valid JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise ValueError(f"{field_name} must be a JSON object")
-    return document
+    return parse_json_object(
+        text, ValueError, f"{field_name} is not valid JSON", f"{field_name} must be a JSON object"
+    )
 
 
 # --- access -----------------------------------------------------------------------------------------
@@ -409,11 +400,7 @@ class IdentityPolicy(ApiModel):
     Only roles the cluster admin allows for the namespace (ECR_OPERATOR_ALLOWED_IDENTITY_POLICY_ROLES)."""
 
     cel_rules = (
-        CelRule(
-            "has(self.roleName) != has(self.roleArn)",
-            "identityPolicies: set exactly one of roleName or roleArn",
-            check=lambda p: (p.role_name is None) != (p.role_arn is None),
-        ),
+        exactly_one_of("role_name", "role_arn", "identityPolicies: set exactly one of roleName or roleArn"),
     )
 
     role_name: str | None = Field(

@@ -8,7 +8,10 @@ executor, which ``Runtime.start`` sets). botocore has already retried throttling
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
@@ -63,9 +66,55 @@ class AwsCallFailed(Exception):
         return cls(service, operation, NETWORK_ERROR, str(error))
 
 
+class RequestRate:
+    """At most ``per_second`` requests a second, evenly spaced: each ``wait`` takes the next free slot."""
+
+    def __init__(self, per_second: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._spacing = 1.0 / per_second
+        self._clock = clock
+        self._next = clock()
+
+    async def wait(self) -> None:
+        now = self._clock()
+        slot = max(now, self._next)
+        self._next = slot + self._spacing
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+_pacing: ContextVar[RequestRate | None] = ContextVar("aws_request_pacing", default=None)
+
+
+@contextmanager
+def paced_by(rate: RequestRate) -> Iterator[None]:
+    """Every AWS call made inside (tasks started inside included) waits for ``rate``: background work such as
+    a drift pass never bursts, while reconciles of new specs, outside, are not slowed by it."""
+    token = _pacing.set(rate)
+    try:
+        yield
+    finally:
+        _pacing.reset(token)
+
+
 async def call_aws(service: str, operation: str, function: Callable[..., T], **parameters: Any) -> T:
     """Run one boto3 call in the thread pool; raise ``AwsCallFailed`` when it fails."""
+    rate = _pacing.get()
+    if rate is not None:
+        await rate.wait()
     try:
         return await asyncio.to_thread(function, **parameters)
     except (ClientError, BotoCoreError) as error:
         raise AwsCallFailed.from_error(service, operation, error) from error
+
+
+async def call_aws_unless_absent(
+    absent: str, service: str, operation: str, function: Callable[..., T], **parameters: Any
+) -> T | None:
+    """``call_aws``, or None when AWS answers that the call's subject does not exist (error code ``absent``):
+    reading what is not there finds nothing, and deleting what is gone already is a success."""
+    try:
+        return await call_aws(service, operation, function, **parameters)
+    except AwsCallFailed as error:
+        if error.code == absent:
+            return None
+        raise

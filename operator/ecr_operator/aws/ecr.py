@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ecr_operator.aws.calls import AwsCallFailed, call_aws
+from botocore import xform_name
+
+from ecr_operator.aws.calls import AwsCallFailed, call_aws, call_aws_unless_absent
 from ecr_operator.aws.session import AwsClients
 from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.reconcile.repository.actions import (
@@ -235,32 +237,32 @@ class EcrRepositories:
         return {tag["Key"]: tag["Value"] for tag in response.get("tags", [])}
 
     async def lifecycle_policy(self, registry: RegistryRef, name: str) -> str | None:
-        client = await self._client(registry)
-        response = await _unless_absent(
-            LIFECYCLE_POLICY_NOT_FOUND,
-            "GetLifecyclePolicy",
-            client.get_lifecycle_policy,
-            **_named(registry, name),
+        return await self._policy_text(
+            registry, name, "GetLifecyclePolicy", LIFECYCLE_POLICY_NOT_FOUND, "lifecyclePolicyText"
         )
-        return None if response is None else response.get("lifecyclePolicyText")
 
     async def repository_policy(self, registry: RegistryRef, name: str) -> str | None:
-        client = await self._client(registry)
-        response = await _unless_absent(
-            REPOSITORY_POLICY_NOT_FOUND,
-            "GetRepositoryPolicy",
-            client.get_repository_policy,
-            **_named(registry, name),
+        return await self._policy_text(
+            registry, name, "GetRepositoryPolicy", REPOSITORY_POLICY_NOT_FOUND, "policyText"
         )
-        return None if response is None else response.get("policyText")
+
+    async def _policy_text(
+        self, registry: RegistryRef, name: str, operation: str, absent: str, text_key: str
+    ) -> str | None:
+        """A policy of the repository as AWS returned it; None when it has none (error code ``absent``)."""
+        client = await self._client(registry)
+        method = getattr(client, xform_name(operation))
+        response = await call_aws_unless_absent(absent, SERVICE, operation, method, **_named(registry, name))
+        return None if response is None else response.get(text_key)
 
     # --- writing ------------------------------------------------------------------------------------
 
     async def apply(self, registry: RegistryRef, action: RepositoryAction) -> RepositoryDescription | None:
         """Execute one planned action; returns the repository when the action created it.
 
-        One method per action (``_APPLY``), each one AWS call. Deleting something already absent succeeds:
-        every action is safe to repeat after a crash.
+        One method per action type (``_APPLY``); an action that is one call on its repository is described
+        in ``_REPOSITORY_CALLS``. Deleting something already absent succeeds: every action is safe to
+        repeat after a crash.
         """
         client = await self._client(registry)
         return await _APPLY[type(action)](self, client, registry, action)
@@ -297,28 +299,6 @@ class EcrRepositories:
         if owner != action.owner:
             raise RepositoryClaimedElsewhere(action.arn, owner)
 
-    async def _put_image_tag_mutability(
-        self, client: ECRClient, registry: RegistryRef, action: PutImageTagMutability
-    ) -> None:
-        parameters: dict[str, Any] = {
-            "imageTagMutability": action.image_tag_mutability,
-            **_named(registry, action.repository),
-        }
-        if action.exclusion_filters:
-            parameters["imageTagMutabilityExclusionFilters"] = _filters(action.exclusion_filters)
-        await call_aws(SERVICE, "PutImageTagMutability", client.put_image_tag_mutability, **parameters)
-
-    async def _put_image_scanning_configuration(
-        self, client: ECRClient, registry: RegistryRef, action: PutImageScanningConfiguration
-    ) -> None:
-        await call_aws(
-            SERVICE,
-            "PutImageScanningConfiguration",
-            client.put_image_scanning_configuration,
-            imageScanningConfiguration={"scanOnPush": action.scan_on_push},
-            **_named(registry, action.repository),
-        )
-
     async def _tag_repository(self, client: ECRClient, registry: RegistryRef, action: TagRepository) -> None:
         tags = _tags(action.tags)
         await call_aws(SERVICE, "TagResource", client.tag_resource, resourceArn=action.arn, tags=tags)
@@ -329,59 +309,51 @@ class EcrRepositories:
         keys = list(action.keys)
         await call_aws(SERVICE, "UntagResource", client.untag_resource, resourceArn=action.arn, tagKeys=keys)
 
-    async def _put_lifecycle_policy(
-        self, client: ECRClient, registry: RegistryRef, action: PutLifecyclePolicy
-    ) -> None:
-        await call_aws(
-            SERVICE,
-            "PutLifecyclePolicy",
-            client.put_lifecycle_policy,
-            lifecyclePolicyText=action.text,
-            **_named(registry, action.repository),
-        )
+    async def _call_on_repository(self, client: ECRClient, registry: RegistryRef, action: Any) -> None:
+        """Execute an action that is one call on its repository (``_REPOSITORY_CALLS``)."""
+        call = _REPOSITORY_CALLS[type(action)]
+        method = getattr(client, xform_name(call.operation))
+        parameters = {**call.parameters(action), **_named(registry, action.repository)}
+        if call.absent is None:
+            await call_aws(SERVICE, call.operation, method, **parameters)
+        else:
+            await call_aws_unless_absent(call.absent, SERVICE, call.operation, method, **parameters)
 
-    async def _delete_lifecycle_policy(
-        self, client: ECRClient, registry: RegistryRef, action: DeleteLifecyclePolicy
-    ) -> None:
-        await _unless_absent(
-            LIFECYCLE_POLICY_NOT_FOUND,
-            "DeleteLifecyclePolicy",
-            client.delete_lifecycle_policy,
-            **_named(registry, action.repository),
-        )
 
-    async def _set_repository_policy(
-        self, client: ECRClient, registry: RegistryRef, action: SetRepositoryPolicy
-    ) -> None:
-        await call_aws(
-            SERVICE,
-            "SetRepositoryPolicy",
-            client.set_repository_policy,
-            policyText=action.text,
-            **_named(registry, action.repository),
-        )
+@dataclass(frozen=True)
+class _RepositoryCall:
+    """How an action that is one ECR call on its repository is made."""
 
-    async def _delete_repository_policy(
-        self, client: ECRClient, registry: RegistryRef, action: DeleteRepositoryPolicy
-    ) -> None:
-        await _unless_absent(
-            REPOSITORY_POLICY_NOT_FOUND,
-            "DeleteRepositoryPolicy",
-            client.delete_repository_policy,
-            **_named(registry, action.repository),
-        )
+    operation: str
+    parameters: Callable[[Any], Mapping[str, Any]] = lambda action: {}
+    """What the call takes besides the repository's name and registry."""
+    absent: str | None = None
+    """The error code saying the call's subject is gone already: deleting it again succeeds."""
 
-    async def _delete_repository(
-        self, client: ECRClient, registry: RegistryRef, action: DeleteRepository
-    ) -> None:
-        await _unless_absent(
-            REPOSITORY_NOT_FOUND,
-            "DeleteRepository",
-            client.delete_repository,
-            force=action.force,
-            **_named(registry, action.repository),
-        )
 
+def _tag_mutability(action: PutImageTagMutability) -> dict[str, Any]:
+    parameters: dict[str, Any] = {"imageTagMutability": action.image_tag_mutability}
+    if action.exclusion_filters:
+        parameters["imageTagMutabilityExclusionFilters"] = _filters(action.exclusion_filters)
+    return parameters
+
+
+_REPOSITORY_CALLS: dict[type[RepositoryAction], _RepositoryCall] = {
+    PutImageTagMutability: _RepositoryCall("PutImageTagMutability", _tag_mutability),
+    PutImageScanningConfiguration: _RepositoryCall(
+        "PutImageScanningConfiguration",
+        lambda action: {"imageScanningConfiguration": {"scanOnPush": action.scan_on_push}},
+    ),
+    PutLifecyclePolicy: _RepositoryCall(
+        "PutLifecyclePolicy", lambda action: {"lifecyclePolicyText": action.text}
+    ),
+    DeleteLifecyclePolicy: _RepositoryCall("DeleteLifecyclePolicy", absent=LIFECYCLE_POLICY_NOT_FOUND),
+    SetRepositoryPolicy: _RepositoryCall("SetRepositoryPolicy", lambda action: {"policyText": action.text}),
+    DeleteRepositoryPolicy: _RepositoryCall("DeleteRepositoryPolicy", absent=REPOSITORY_POLICY_NOT_FOUND),
+    DeleteRepository: _RepositoryCall(
+        "DeleteRepository", lambda action: {"force": action.force}, REPOSITORY_NOT_FOUND
+    ),
+}
 
 _ApplyStep = Callable[
     [EcrRepositories, "ECRClient", RegistryRef, Any], Coroutine[Any, Any, RepositoryDescription | None]
@@ -390,15 +362,9 @@ _ApplyStep = Callable[
 _APPLY: dict[type[RepositoryAction], _ApplyStep] = {
     CreateRepository: EcrRepositories._create_repository,
     ClaimRepository: EcrRepositories._claim_repository,
-    PutImageTagMutability: EcrRepositories._put_image_tag_mutability,
-    PutImageScanningConfiguration: EcrRepositories._put_image_scanning_configuration,
     TagRepository: EcrRepositories._tag_repository,
     UntagRepository: EcrRepositories._untag_repository,
-    PutLifecyclePolicy: EcrRepositories._put_lifecycle_policy,
-    DeleteLifecyclePolicy: EcrRepositories._delete_lifecycle_policy,
-    SetRepositoryPolicy: EcrRepositories._set_repository_policy,
-    DeleteRepositoryPolicy: EcrRepositories._delete_repository_policy,
-    DeleteRepository: EcrRepositories._delete_repository,
+    **dict.fromkeys(_REPOSITORY_CALLS, EcrRepositories._call_on_repository),
 }
 
 
@@ -413,17 +379,6 @@ def _tags(tags: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
 
 def _filters(filters: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"filterType": filter_type, "filter": pattern} for filter_type, pattern in filters]
-
-
-async def _unless_absent(absent: str, operation: str, method: Callable[..., Any], **parameters: Any) -> Any:
-    """The call's response, or None when AWS answers that its subject is absent (error code ``absent``):
-    ECR reports a missing policy as an error, and deleting what is gone already is a success."""
-    try:
-        return await call_aws(SERVICE, operation, method, **parameters)
-    except AwsCallFailed as error:
-        if error.code == absent:
-            return None
-        raise
 
 
 def _without_missing(chunk: list[str], message: str) -> list[list[str]]:

@@ -7,10 +7,10 @@ IAM is global, but the client comes from the same identity (region, role) as the
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from ecr_operator.aws.calls import AwsCallFailed, call_aws
+from ecr_operator.aws.calls import call_aws, call_aws_unless_absent
 from ecr_operator.aws.session import AwsClients
 from ecr_operator.reconcile.identity import AwsIdentity
 from ecr_operator.reconcile.repository.actions import DeleteRolePolicy, IdentityAction, PutRolePolicy
@@ -29,8 +29,13 @@ class IamRolePolicies:
     async def document(self, identity: AwsIdentity, policy: ManagedPolicy) -> Mapping[str, Any] | None:
         """The inline policy's document, or None when the role has no policy of that name (or no role)."""
         client = await self._clients.client_off_loop("iam", identity)
-        response = await _unless_no_such_entity(
-            "GetRolePolicy", client.get_role_policy, RoleName=policy.role_name, PolicyName=policy.policy_name
+        response = await call_aws_unless_absent(
+            NO_SUCH_ENTITY,
+            SERVICE,
+            "GetRolePolicy",
+            client.get_role_policy,
+            RoleName=policy.role_name,
+            PolicyName=policy.policy_name,
         )
         if response is None:
             return None
@@ -49,14 +54,6 @@ class IamRolePolicies:
                     SERVICE, "PutRolePolicy", client.put_role_policy, PolicyDocument=action.text, **where
                 )
             case DeleteRolePolicy():
-                await _unless_no_such_entity("DeleteRolePolicy", client.delete_role_policy, **where)
-
-
-async def _unless_no_such_entity(operation: str, method: Callable[..., Any], **parameters: Any) -> Any:
-    """The call's response, or None when IAM has no such role or policy."""
-    try:
-        return await call_aws(SERVICE, operation, method, **parameters)
-    except AwsCallFailed as error:
-        if error.code == NO_SUCH_ENTITY:
-            return None
-        raise
+                await call_aws_unless_absent(
+                    NO_SUCH_ENTITY, SERVICE, "DeleteRolePolicy", client.delete_role_policy, **where
+                )

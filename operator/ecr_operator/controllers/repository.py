@@ -33,9 +33,9 @@ from ecr_operator.aws.ecr import (
 from ecr_operator.aws.iam import IamRolePolicies
 from ecr_operator.conditions import EventNote
 from ecr_operator.config import Settings
-from ecr_operator.drift import DriftSchedule
 from ecr_operator.kube import Kube, KubeApiError, ObjectReference, status_field_manager
 from ecr_operator.locks import KeyedLocks
+from ecr_operator.logs import object_logger
 from ecr_operator.metrics import Metrics, ObjectReadiness
 from ecr_operator.reconcile.backoff import backoff_delay
 from ecr_operator.reconcile.identity import AwsIdentity
@@ -113,6 +113,22 @@ class RepositoryObject:
     """``metadata.managedFields``: which status fields this controller's applies own."""
     log: ObjectLogger = logger
     """Where to log about this object (kopf's per-object logger adds the object to every record)."""
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], log: ObjectLogger | None = None) -> RepositoryObject:
+        """From the object as the apiserver returns it (or kopf's view of it)."""
+        metadata = body.get("metadata") or {}
+        namespace, name = metadata.get("namespace") or "", metadata.get("name") or ""
+        return cls(
+            namespace=namespace,
+            name=name,
+            uid=metadata.get("uid") or "",
+            generation=metadata.get("generation"),
+            spec=dict(body.get("spec") or {}),
+            status=dict(body.get("status") or {}),
+            managed_fields=tuple(metadata.get("managedFields") or ()),
+            log=log or object_logger(logger, KIND, namespace, name),
+        )
 
     @property
     def reference(self) -> ObjectReference:
@@ -199,7 +215,6 @@ class RepositoryController:
         iam: IamRolePolicies,
         kube: Kube,
         locks: KeyedLocks,
-        drift: DriftSchedule,
         metrics: Metrics,
         readiness: ObjectReadiness,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -210,7 +225,8 @@ class RepositoryController:
         self._iam = iam
         self._kube = kube
         self._locks = locks
-        self._drift = drift
+        self._deleting: set[str] = set()
+        """UIDs whose deletion has begun: no reconcile may act for them any more."""
         self._metrics = metrics
         self._readiness = readiness
         self._now = now
@@ -223,6 +239,8 @@ class RepositoryController:
         started = time.monotonic()
         drift = was_converged(obj.status, obj.generation)
         result = await self._sync(obj)
+        if result is None:
+            return None
         status = repository_status(
             obj.status, result, generation=obj.generation, now=self._now(), drift=drift
         )
@@ -235,27 +253,33 @@ class RepositoryController:
             return RetryLater(problem.message, backoff_delay(retry, self._jitter))
         return None
 
-    def drift_delay(self, uid: str) -> float:
-        """Seconds until this object's next drift pass."""
-        return self._drift.delay(uid)
-
     async def check_drift(self, obj: RepositoryObject, retry: int) -> RetryLater | None:
-        """One drift pass: compare AWS with the spec and repair what was changed outside the operator.
+        """One drift check: compare AWS with the spec and repair what was changed outside the operator.
 
-        A spec change not handled yet belongs to its update handler; the check resumes at the next pass.
+        A spec change not reconciled yet is left to the reconcile its event asked for.
         """
-        if obj.status.get("observedGeneration") == obj.generation:
-            later = await self.reconcile(obj, retry)
-            if later is not None:
-                return later
-        self._drift.checked(obj.uid)
-        return None
+        if obj.status.get("observedGeneration") != obj.generation:
+            return None
+        return await self.reconcile(obj, retry)
 
-    async def _sync(self, obj: RepositoryObject) -> SyncResult:
+    def deletion_started(self, uid: str) -> None:
+        """The object is being deleted: a reconcile already under way for it must not act (it would
+        re-create what the deletion removes)."""
+        self._deleting.add(uid)
+
+    def forget(self, uid: str) -> None:
+        """The object is gone from the apiserver."""
+        self._deleting.discard(uid)
+        self._readiness.forget(KIND, uid)
+
+    async def _sync(self, obj: RepositoryObject) -> SyncResult | None:
+        """None when the object's deletion began before the repository's lock was got."""
         target = self._target(obj)
         if isinstance(target, Refusal):
             return SyncResult(problem=Problem.refused(target))
         async with self._locks.hold(target.lock_key):
+            if obj.uid in self._deleting:
+                return None
             return await self._converge(target, obj.status)
 
     def _target(self, obj: RepositoryObject) -> _Target | Refusal:
@@ -307,16 +331,21 @@ class RepositoryController:
     async def _converge_repository(
         self, target: _Target, status: Mapping[str, Any], progress: _Progress
     ) -> Problem | None:
+        # An object that never reported a repository most likely has none yet: CreateRepository is tried
+        # without describing first (a DescribeRepositories of a missing name fails anyway). Status is
+        # only a hint here: a repository that exists makes CreateRepository fail, and then it is observed.
         try:
-            return await self._observe_plan_apply(target, progress)
+            return await self._observe_plan_apply(target, progress, observe=bool(status.get("repositoryArn")))
         except AwsCallFailed as error:
             if error.code != REPOSITORY_ALREADY_EXISTS:
                 raise
-        # CreateRepository lost a race (another cluster, or a human, was faster): one second look.
-        return await self._observe_plan_apply(target, progress)
+        # The repository exists (made elsewhere, or another cluster or a human was faster): look at it.
+        return await self._observe_plan_apply(target, progress, observe=True)
 
-    async def _observe_plan_apply(self, target: _Target, progress: _Progress) -> Problem | None:
-        observed = await self._ecr.observe(target.registry, target.desired.name)
+    async def _observe_plan_apply(
+        self, target: _Target, progress: _Progress, *, observe: bool
+    ) -> Problem | None:
+        observed = await self._ecr.observe(target.registry, target.desired.name) if observe else None
         plan = plan_repository(target.desired, observed, adoption_allowed=target.adoption_allowed)
         if plan.refusal is not None:
             return Problem.refused(plan.refusal)
@@ -400,11 +429,11 @@ class RepositoryController:
             self._metrics.reconciles.labels(kind=KIND, result="temporary_error").inc()
             return later
         self._metrics.reconciles.labels(kind=KIND, result="success").inc()
-        self._drift.forget(obj.uid)
         self._readiness.forget(KIND, obj.uid)
         return None
 
     async def _delete(self, obj: RepositoryObject, retry: int) -> RetryLater | None:
+        self.deletion_started(obj.uid)
         target = self._deletion_target(obj)
         if isinstance(target, str):
             message = f"Nothing was deleted in AWS: {target}."

@@ -1,5 +1,10 @@
-"""kopf wiring of the EcrRepository controller (``controllers/repository.py``): create/update/resume, the
-drift timer, and delete. Each handler unpacks kopf's arguments and calls the Runtime's controller."""
+"""kopf wiring of the EcrRepository controller (``controllers/repository.py``): every watch event goes to
+the work queue (``controllers/repository_work.py``), which decides what to reconcile when; kopf runs only
+deletions, which hold the object's finalizer.
+
+There are no create/update handlers: kopf would record each one's outcome in annotations, one more write per
+object and change. Whether a spec still needs a reconcile is ``status.observedGeneration`` instead.
+"""
 
 from __future__ import annotations
 
@@ -13,54 +18,24 @@ from ecr_operator.controllers.repository import RepositoryObject, RetryLater
 from ecr_operator.runtime import Runtime
 
 PLURAL = ECR_REPOSITORY.plural
-# How soon a drift timer asks again whether its pass is due after returning. Each call waits for the
-# pass itself (DriftSchedule), so this only bounds how late a timer notices a pass.
-DRIFT_TIMER_TICK = 1.0
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def reconcile_repository(
-    body: kopf.Body, logger: kopf.Logger, memo: Runtime, retry: int, **_: Any
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def repository_watched(
+    type: str | None, body: kopf.Body, logger: kopf.Logger, memo: Runtime, **_: Any
 ) -> None:
-    _retry_if_asked(await memo.repositories.reconcile(_object(body, logger), retry))
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, id="drift", interval=DRIFT_TIMER_TICK)
-async def check_drift(body: kopf.Body, logger: kopf.Logger, memo: Runtime, **kwargs: Any) -> None:
-    """Once per drift pass: compare AWS with the spec and repair what was changed outside the operator."""
-    # kopf passes these to timers, but its TimerFn protocol does not declare them.
-    stopped: kopf.DaemonStopped = kwargs["stopped"]
-    retry: int = kwargs["retry"]
-    delay = memo.repositories.drift_delay(body.metadata.uid or "")
-    if delay > 0:
-        await stopped.wait(delay)
-        if stopped:
-            return
-    # ``body`` is kept current by kopf while the timer sleeps: read it only now.
-    _retry_if_asked(await memo.repositories.check_drift(_object(body, logger), retry))
+    if type == "DELETED":
+        memo.repository_work.gone(body.metadata.uid or "")
+        return
+    deleting = body.metadata.get("deletionTimestamp") is not None
+    memo.repository_work.watched(RepositoryObject.from_body(body, logger), deleting=deleting)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def delete_repository(
     body: kopf.Body, logger: kopf.Logger, memo: Runtime, retry: int, **_: Any
 ) -> None:
-    _retry_if_asked(await memo.repositories.delete(_object(body, logger), retry))
-
-
-def _object(body: kopf.Body, logger: kopf.Logger) -> RepositoryObject:
-    metadata = body.metadata
-    return RepositoryObject(
-        namespace=metadata.namespace or "",
-        name=metadata.name or "",
-        uid=metadata.uid or "",
-        generation=metadata.get("generation"),
-        spec=dict(body.spec),
-        status=dict(body.get("status") or {}),
-        managed_fields=tuple(metadata.get("managedFields") or ()),
-        log=logger,
-    )
+    _retry_if_asked(await memo.repositories.delete(RepositoryObject.from_body(body, logger), retry))
 
 
 def _retry_if_asked(later: RetryLater | None) -> None:

@@ -1,5 +1,6 @@
 """kopf made this project's: its finalizer and bookkeeping annotations move to the ``ecr-operator.io``
-domain, watches cannot freeze silently, and Events are posted only on purpose.
+domain, watches cannot freeze silently, Events are posted only on purpose, and it connects with the
+credentials the Kube adapter uses.
 
 ``configure_kopf`` is pure assignment, so the choices are visible in one place; the startup handler
 ``configure`` applies it before any watch starts.
@@ -9,12 +10,16 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
 
 from ecr_operator.api.common import GROUP
+from ecr_operator.api.repository import ECR_REPOSITORY
 from ecr_operator.config import Settings, settings_summary
+from ecr_operator.kube import BearerToken, KubeConnection, load_connection
+from ecr_operator.kube.client import CONNECT_TIMEOUT, REQUEST_TIMEOUT
 from ecr_operator.runtime import Runtime
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -29,11 +34,25 @@ WATCH_SERVER_TIMEOUT = 300
 WATCH_CLIENT_TIMEOUT = WATCH_SERVER_TIMEOUT + 60
 # Bookmarks arrive about every 60 s on a live watch; a silence longer than this means the stream is dead.
 WATCH_INACTIVITY_TIMEOUT = 70.0
-CONNECT_TIMEOUT = 15.0
-# For ordinary API requests (GET, PATCH); kopf's default of 5 minutes would stall a handler far too long.
-REQUEST_TIMEOUT = 60.0
 
 logger = logging.getLogger(__name__)
+
+
+class DiffBaseExceptFor(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff-base in annotations, except for ``kinds`` that have no create/update handlers (they are
+    reconciled by ``status.observedGeneration``): for those nothing is kept, so kopf's only write to them is
+    its finalizer."""
+
+    def __init__(self, kinds: Iterable[str], *, prefix: str, key: str) -> None:
+        super().__init__(prefix=prefix, key=key, v1=False)
+        self._kinds = frozenset(kinds)
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None if body.get("kind") in self._kinds else super().fetch(body=body)
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        if body.get("kind") not in self._kinds:
+            super().store(body=body, patch=patch, essence=essence)
 
 
 def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
@@ -42,8 +61,8 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     persistence.finalizer = FINALIZER
     # v1=False: a new project has no annotations from kopf's older key format to stay compatible with.
     persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATIONS_PREFIX, v1=False)
-    persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATIONS_PREFIX, key=DIFFBASE_KEY, v1=False
+    persistence.diffbase_storage = DiffBaseExceptFor(
+        [ECR_REPOSITORY.kind], prefix=ANNOTATIONS_PREFIX, key=DIFFBASE_KEY
     )
 
     watching = kopf_settings.watching
@@ -70,9 +89,9 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     kopf_settings.queueing.worker_limit = None
     # Peering keep-alives every ~50 s say nothing an operator's user needs; pauses are still logged.
     kopf_settings.peering.stealth = True
-    # A deleted object keeps its finalizer until its timers have exited. kopf gives them ten event-loop
-    # cycles, then re-checks only every 60 s: under load a drift timer (which exits as soon as it is told)
-    # missed that and held deletions for up to a minute. Wait for it briefly, and re-check often.
+    # A deleted object keeps its finalizer until its daemons have exited. kopf gives them ten event-loop
+    # cycles, then re-checks only every 60 s: under load a mirror daemon (which exits as soon as it is
+    # told) missed that and held deletions for up to a minute. Wait for it briefly, and re-check often.
     kopf_settings.background.instant_exit_timeout = 0.5
     kopf_settings.background.cancellation_polling = 2.0
 
@@ -83,3 +102,28 @@ async def configure(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) ->
     configure_kopf(settings, memo.settings)
     settings.execution.executor = memo.executor
     logger.info("operator started", extra={"configuration": settings_summary(memo.settings)})
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf connects as the Kube adapter does. Without a login handler kopf falls back to its own, which
+    use the ``kubernetes`` package when it is installed. kopf calls this again after a 401: a rotated
+    service account token is read afresh."""
+    return connection_info(load_connection())
+
+
+def connection_info(connection: KubeConnection) -> kopf.ConnectionInfo:
+    token = BearerToken(connection).current()
+    return kopf.ConnectionInfo(
+        server=connection.server,
+        ca_path=connection.ca_file,
+        ca_data=connection.ca_pem,
+        insecure=connection.insecure,
+        scheme="Bearer" if token else None,
+        token=token,
+        certificate_path=connection.certificate_file,
+        certificate_data=connection.certificate_pem,
+        private_key_path=connection.key_file,
+        private_key_data=connection.key_pem,
+        default_namespace=connection.namespace,
+    )

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import kubernetes.client
-
 from ecr_operator.api.common import ResourceInfo
 from ecr_operator.config import Settings
-from ecr_operator.kube.client import KubeApiError, call_api, load_api_client
-from ecr_operator.kube.managed_fields import claim_status_fields
+from ecr_operator.kube.client import ApiClient, KubeApiError, api_path
+from ecr_operator.kube.connection import load_connection
+from ecr_operator.kube.managed_fields import STATUS_SUBRESOURCE, claim_status_fields
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -53,116 +52,132 @@ def status_field_manager(manager: str) -> str:
     return f"{FIELD_MANAGER}-{manager}"
 
 
-class Kube:
-    """The operator's Kubernetes adapter: one ApiClient, every call in the thread pool, errors as
-    ``KubeApiError``. Each write is idempotent or guarded by a precondition."""
+def core_object_path(namespace: str, plural: str, name: str | None = None) -> str:
+    """The API path of a namespaced core object (or of its collection, without ``name``)."""
+    return api_path("api", "v1", "namespaces", namespace, plural, *([name] if name else []))
 
-    def __init__(self, client: kubernetes.client.ApiClient) -> None:
-        self._client = client
-        self._core = kubernetes.client.CoreV1Api(client)
-        self._custom = kubernetes.client.CustomObjectsApi(client)
+
+def custom_object_path(
+    resource: ResourceInfo, namespace: str, name: str | None = None, *subresource: str
+) -> str:
+    """The API path of a custom object, its subresource, or (without ``name``) its collection."""
+    return api_path(
+        "apis",
+        resource.group,
+        resource.version,
+        "namespaces",
+        namespace,
+        resource.plural,
+        *([name] if name else []),
+        *subresource,
+    )
+
+
+class Kube:
+    """The operator's Kubernetes adapter: one ApiClient (one aiohttp session, opened in ``start``, closed
+    in ``stop``), errors as ``KubeApiError``. Each write is idempotent or guarded by a precondition."""
+
+    def __init__(self, api: ApiClient) -> None:
+        self._api = api
         self._instance = socket.gethostname()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Kube:
-        """The adapter for this process (blocking: it reads the kubeconfig). The pool has room for every
-        pull-secret write and two calls per mirror sync in flight, as the two clients it replaces had."""
-        return cls(load_api_client(settings.aws_max_concurrency + settings.mirror_concurrency * 2 + 2))
+        """The adapter for this process (blocking: it reads the credentials). The connection limit leaves
+        room for every pull-secret write and two calls per mirror sync in flight."""
+        return cls(
+            ApiClient(load_connection(), settings.aws_max_concurrency + settings.mirror_concurrency * 2 + 2)
+        )
 
-    def close(self) -> None:
-        self._client.close()
+    async def start(self) -> None:
+        await self._api.start()
+
+    async def stop(self) -> None:
+        await self._api.close()
 
     # --- read -----------------------------------------------------------------------------------------
 
     async def read_secret(self, namespace: str, name: str) -> SecretView | None:
         """The Secret ``name`` of ``namespace``, or None when it does not exist."""
         try:
-            secret = await call_api(
-                f"read Secret {namespace}/{name}", self._core.read_namespaced_secret, name, namespace
+            secret = await self._api.request(
+                f"read Secret {namespace}/{name}", "GET", core_object_path(namespace, "secrets", name)
             )
         except KubeApiError as error:
             if error.not_found:
                 return None
             raise
+        metadata = secret.get("metadata") or {}
         return SecretView(
-            uid=str(secret.metadata.uid),
-            type=str(secret.type or ""),
-            labels=dict(secret.metadata.labels or {}),
-            data=dict(secret.data or {}),
+            uid=str(metadata.get("uid")),
+            type=str(secret.get("type") or ""),
+            labels=dict(metadata.get("labels") or {}),
+            data=dict(secret.get("data") or {}),
         )
 
     async def read_object(self, resource: ResourceInfo, namespace: str, name: str) -> dict[str, Any] | None:
         """The custom object ``name`` of kind ``resource`` in ``namespace``, or None."""
         try:
-            found = await call_api(
+            return await self._api.request(
                 f"read {resource.kind} {namespace}/{name}",
-                self._custom.get_namespaced_custom_object,
-                resource.group,
-                resource.version,
-                namespace,
-                resource.plural,
-                name,
+                "GET",
+                custom_object_path(resource, namespace, name),
             )
         except KubeApiError as error:
             if error.not_found:
                 return None
             raise
-        return dict(found)
 
     # --- create ---------------------------------------------------------------------------------------
 
     async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> str:
         """Create a Secret; returns its UID. A taken name raises ``KubeApiError`` (``conflict``)."""
-        created = await call_api(
+        created = await self._api.request(
             f"create Secret {namespace}/{body['metadata']['name']}",
-            self._core.create_namespaced_secret,
-            namespace,
-            dict(body),
-            field_manager=FIELD_MANAGER,
+            "POST",
+            core_object_path(namespace, "secrets"),
+            body=dict(body),
+            query={"fieldManager": FIELD_MANAGER},
         )
-        return str(created.metadata.uid)
+        return str(created["metadata"]["uid"])
 
     async def create_object(
         self, resource: ResourceInfo, namespace: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Create a custom object; returns it as stored. A taken name raises ``KubeApiError`` (conflict)."""
-        created = await call_api(
+        return await self._api.request(
             f"create {resource.kind} {namespace}/{body['metadata']['name']}",
-            self._custom.create_namespaced_custom_object,
-            resource.group,
-            resource.version,
-            namespace,
-            resource.plural,
-            dict(body),
-            field_manager=FIELD_MANAGER,
+            "POST",
+            custom_object_path(resource, namespace),
+            body=dict(body),
+            query={"fieldManager": FIELD_MANAGER},
         )
-        return dict(created)
 
     # --- patch ----------------------------------------------------------------------------------------
 
     async def patch_secret(self, namespace: str, name: str, patch: Mapping[str, Any]) -> str:
         """Merge-patch a Secret in place (never delete and create: no gap); returns its UID."""
-        patched = await call_api(
-            f"patch Secret {namespace}/{name}",
-            self._core.patch_namespaced_secret,
-            name,
-            namespace,
-            dict(patch),
-            field_manager=FIELD_MANAGER,
-            _content_type=MERGE_PATCH,
+        patched = await self._merge_patch(
+            f"patch Secret {namespace}/{name}", core_object_path(namespace, "secrets", name), patch
         )
-        return str(patched.metadata.uid)
+        return str(patched["metadata"]["uid"])
 
     async def patch_service_account(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         """Merge-patch a ServiceAccount (its imagePullSecrets)."""
-        await call_api(
+        await self._merge_patch(
             f"patch ServiceAccount {namespace}/{name}",
-            self._core.patch_namespaced_service_account,
-            name,
-            namespace,
-            dict(patch),
-            field_manager=FIELD_MANAGER,
-            _content_type=MERGE_PATCH,
+            core_object_path(namespace, "serviceaccounts", name),
+            patch,
+        )
+
+    async def _merge_patch(self, what: str, path: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._api.request(
+            what,
+            "PATCH",
+            path,
+            body=dict(patch),
+            content_type=MERGE_PATCH,
+            query={"fieldManager": FIELD_MANAGER},
         )
 
     async def replace_spec(
@@ -170,19 +185,14 @@ class Kube:
     ) -> dict[str, Any]:
         """Set the whole spec of a custom object, so that fields removed from the desired spec are removed
         there too; returns the object as stored. The apiserver's validation refusing it is a 400 or 422."""
-        patched = await call_api(
+        return await self._json_patch(
             f"update {resource.kind} {namespace}/{name}",
-            self._custom.patch_namespaced_custom_object,
-            resource.group,
-            resource.version,
+            resource,
             namespace,
-            resource.plural,
             name,
             [{"op": "replace", "path": "/spec", "value": dict(spec)}],
             field_manager=FIELD_MANAGER,
-            _content_type=JSON_PATCH,
         )
-        return dict(patched)
 
     async def apply_status(
         self, resource: ResourceInfo, namespace: str, name: str, manager: str, status: Mapping[str, Any]
@@ -218,36 +228,25 @@ class Kube:
             "metadata": {"name": name, "namespace": namespace},
             "status": dict(status),
         }
-        applied = await call_api(
+        return await self._api.request(
             f"apply {resource.kind} {namespace}/{name} status",
-            self._custom.patch_namespaced_custom_object_status,
-            resource.group,
-            resource.version,
-            namespace,
-            resource.plural,
-            name,
-            body,
-            field_manager=status_field_manager(manager),
-            force=True,
-            _content_type=APPLY_PATCH,
+            "PATCH",
+            custom_object_path(resource, namespace, name, STATUS_SUBRESOURCE),
+            body=body,
+            content_type=APPLY_PATCH,
+            query={"fieldManager": status_field_manager(manager), "force": "true"},
         )
-        return dict(applied)
 
     async def _current(self, resource: ResourceInfo, namespace: str, name: str) -> dict[str, Any]:
         """The object as stored, read with the ``patch`` verb (a patch that only tests its name changes
         nothing): the chart grants no ``get`` on ImageMirrors, whose controller reads them from its watch."""
-        current = await call_api(
+        return await self._json_patch(
             f"read {resource.kind} {namespace}/{name}",
-            self._custom.patch_namespaced_custom_object,
-            resource.group,
-            resource.version,
+            resource,
             namespace,
-            resource.plural,
             name,
             [{"op": "test", "path": "/metadata/name", "value": name}],
-            _content_type=JSON_PATCH,
         )
-        return dict(current)
 
     async def _claim_status_fields(
         self, resource: ResourceInfo, found: Mapping[str, Any], manager: str
@@ -260,15 +259,13 @@ class Kube:
         )
         if claimed is None:
             return False
-        namespace, name = metadata.get("namespace"), metadata.get("name")
+        # The apiserver answers every namespaced object with both.
+        namespace, name = str(metadata["namespace"]), str(metadata["name"])
         try:
-            await call_api(
+            await self._json_patch(
                 f"claim {resource.kind} {namespace}/{name} status fields",
-                self._custom.patch_namespaced_custom_object,
-                resource.group,
-                resource.version,
+                resource,
                 namespace,
-                resource.plural,
                 name,
                 [
                     {
@@ -278,7 +275,6 @@ class Kube:
                     },
                     {"op": "replace", "path": "/metadata/managedFields", "value": claimed},
                 ],
-                _content_type=JSON_PATCH,
             )
         except KubeApiError as error:
             if error.status in (409, 422):  # the test failed: the object moved on
@@ -286,16 +282,35 @@ class Kube:
             raise
         return True
 
+    async def _json_patch(
+        self,
+        what: str,
+        resource: ResourceInfo,
+        namespace: str,
+        name: str,
+        operations: list[dict[str, Any]],
+        *,
+        field_manager: str | None = None,
+    ) -> dict[str, Any]:
+        """Send a JSON patch (RFC 6902) to a custom object; returns the object as stored."""
+        return await self._api.request(
+            what,
+            "PATCH",
+            custom_object_path(resource, namespace, name),
+            body=operations,
+            content_type=JSON_PATCH,
+            query={"fieldManager": field_manager} if field_manager else None,
+        )
+
     # --- delete ---------------------------------------------------------------------------------------
 
     async def delete_secret(self, namespace: str, name: str, uid: str) -> None:
         """Delete a Secret, only if it is still the object with ``uid``; an absent one is fine."""
         try:
-            await call_api(
+            await self._api.request(
                 f"delete Secret {namespace}/{name}",
-                self._core.delete_namespaced_secret,
-                name,
-                namespace,
+                "DELETE",
+                core_object_path(namespace, "secrets", name),
                 body={"preconditions": {"uid": uid}},
             )
         except KubeApiError as error:
@@ -327,6 +342,9 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
-        await call_api(
-            f"post Event on {about.kind} {about.name}", self._core.create_namespaced_event, namespace, body
+        await self._api.request(
+            f"post Event on {about.kind} {about.name}",
+            "POST",
+            core_object_path(namespace, "events"),
+            body=body,
         )

@@ -46,19 +46,29 @@ class UsageError(ValueError):
     """The command line asks for something that cannot be done as written."""
 
 
+_DESCRIPTION = (
+    "Copy an image digest-exact from one registry to another (any OCI registry, ECR "
+    "included), or every tag of a repository that matches --tags. Nothing is copied that the "
+    "destination already has: a repeated run only sends HEAD requests to the source."
+)
+_EPILOG = (
+    "Credentials: --authfile, else REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/"
+    "auth.json, $XDG_CONFIG_HOME/containers/auth.json, $DOCKER_CONFIG/config.json (~/.docker/"
+    "config.json), ~/.dockercfg (the first file with an entry for a registry wins; credential "
+    "helpers are not run). An ECR registry (<account>.dkr.ecr.<region>.amazonaws.com) without an "
+    "entry gets an authorization token from the AWS credentials in the environment. "
+    "Exit status: 0 copied (or up to date), 1 a copy failed, 2 usage error."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Copy an image digest-exact from one registry to another (any OCI registry, ECR "
-        "included), or every tag of a repository that matches --tags. Nothing is copied that the "
-        "destination already has: a repeated run only sends HEAD requests to the source.",
-        epilog="Credentials: --authfile, else REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/"
-        "auth.json, $XDG_CONFIG_HOME/containers/auth.json, $DOCKER_CONFIG/config.json (~/.docker/"
-        "config.json), ~/.dockercfg (the first file with an entry for a registry wins; credential "
-        "helpers are not run). An ECR registry (<account>.dkr.ecr.<region>.amazonaws.com) without an "
-        "entry gets an authorization token from the AWS credentials in the environment. "
-        "Exit status: 0 copied (or up to date), 1 a copy failed, 2 usage error.",
-    )
+    parser = argparse.ArgumentParser(prog=PROG, description=_DESCRIPTION, epilog=_EPILOG)
+    _add_what_to_copy(parser)
+    _add_how_to_run(parser)
+    return parser
+
+
+def _add_what_to_copy(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "source",
         metavar="SRC",
@@ -90,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also copy signatures, SBOMs and attestations that refer to the image",
     )
+
+
+def _add_how_to_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--jobs",
         metavar="N",
@@ -116,7 +129,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="no progress line on stderr (it is only drawn on a terminal anyway)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log retries and each copy on stderr")
-    return parser
 
 
 def parse_request(argv: Sequence[str], *, stderr_is_terminal: bool = False) -> MirrorRequest:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ecr_operator.ecr_hosts import ecr_host_region
+from ecr_operator.json_object import parse_json_object
 from ecr_operator.registry.auth import Credentials, DockerConfigCredentials, InvalidDockerConfig
 from ecr_operator.registry.errors import AuthError
 
@@ -42,13 +42,12 @@ def auth_file_candidates(environ: Mapping[str, str], home: Path, explicit: Path 
 def read_auth_file(path: Path) -> DockerConfigCredentials:
     """Credentials of one auth file; InvalidDockerConfig names the file (never a credential)."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes()
     except OSError as error:
         raise InvalidDockerConfig(f"cannot read {path}: {error.strerror}") from None
-    except ValueError:
-        raise InvalidDockerConfig(f"{path} is not JSON") from None
-    if not isinstance(document, dict):
-        raise InvalidDockerConfig(f"{path} is not a JSON object")
+    document = parse_json_object(
+        text, InvalidDockerConfig, f"{path} is not JSON", f"{path} is not a JSON object"
+    )
     # ~/.dockercfg (docker before 1.7) is the bare host -> entry mapping; a config.json may hold no
     # "auths" at all when a credential store keeps every secret.
     auths = document if path.name == ".dockercfg" else document.get("auths", {})

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ecr_operator.api.repository import MAX_LIFECYCLE_POLICY_CHARS
+from ecr_operator.json_object import parse_json_object
 
 MAX_RULES = 50
 
@@ -20,14 +21,10 @@ class LifecyclePolicyError(ValueError):
 
 
 def parse_lifecycle_policy(text: str, field: str = "lifecyclePolicy.raw") -> dict[str, Any]:
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise LifecyclePolicyError(
-            f"{field} is not valid JSON: {error.msg} at line {error.lineno}"
-        ) from error
-    if not isinstance(document, dict) or not isinstance(document.get("rules"), list):
-        raise LifecyclePolicyError(f'{field} must be a JSON object with a "rules" list')
+    refused = f'{field} must be a JSON object with a "rules" list'
+    document = parse_json_object(text, LifecyclePolicyError, f"{field} is not valid JSON", refused)
+    if not isinstance(document.get("rules"), list):
+        raise LifecyclePolicyError(refused)
     return document
 
 

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ecr_operator.json_object import parse_json_object
+
 Access = Literal["pull", "push", "pullPush"]
 
 PULL_ACTIONS = (
@@ -130,12 +132,9 @@ def _sid_prefix(access: Access) -> str:
 
 def parse_policy(text: str, field: str = "policy") -> dict[str, Any]:
     """Parse a JSON policy document; the error names the field it came from."""
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise PolicyError(f"{field} is not valid JSON: {error.msg} at line {error.lineno}") from error
-    if not isinstance(document, dict):
-        raise PolicyError(f"{field} must be a JSON object")
+    document = parse_json_object(
+        text, PolicyError, f"{field} is not valid JSON", f"{field} must be a JSON object"
+    )
     statements = document.get("Statement")
     if statements is None:
         raise PolicyError(f"{field} has no Statement")

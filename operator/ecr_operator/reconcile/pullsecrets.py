@@ -24,7 +24,7 @@ import binascii
 import fnmatch
 import json
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -400,52 +400,72 @@ def namespace_demands(
     policy = pull_identity or PullIdentityPolicy()
     if namespace.terminating:
         return Demands()
+    decided = [
+        *_cluster_demands(namespace, cluster, role_allowed, policy),
+        *(
+            _repository_demand(repository, namespace, cluster, role_allowed, policy)
+            for repository in sorted(repositories, key=lambda item: item.name)
+        ),
+    ]
     demands: list[RegistryDemand] = []
     refusals: list[Refusal] = []
     waiting: list[Refusal] = []
-    if cluster.enabled and cluster.namespace_selector.matches(namespace.name, namespace.labels):
-        choice = ServiceAccountChoice(configured=cluster.service_account_selector)
-        for registry in cluster.registries:
-            identity = AwsIdentity(region=registry.region, role_arn=registry.role_arn)
-            if registry.role_arn is None and not policy.operator_credentials_single_tenant:
-                refusals.append(
-                    Refusal(None, NO_PULL_IDENTITY, _cluster_registry_unserved(registry.account_id))
-                )
-                continue
-            if registry.role_arn is not None and not role_allowed(registry.role_arn, namespace.name):
-                refusals.append(Refusal(None, ROLE_NOT_ALLOWED, _role_refused(registry.role_arn, namespace)))
-                continue
-            demands.append(
-                RegistryDemand(cluster.secret_name, identity, registry.account_id, choice, repository=None)
-            )
-    for repository in sorted(repositories, key=lambda item: item.name):
-        target, wanted = repository.registry, repository.pull_secret
-        # A namespaced object reaches its own namespace only, whatever a caller hands in.
-        if repository.namespace != namespace.name or target is None or wanted is None or repository.deleting:
-            continue
-        if target.role_arn is not None and not role_allowed(target.role_arn, namespace.name):
-            refusals.append(
-                Refusal(repository.name, ROLE_NOT_ALLOWED, _role_refused(target.role_arn, namespace))
-            )
-            continue
-        source = _repository_pull_identity(repository, target, namespace.name, policy, role_allowed)
-        if isinstance(source, Refusal):
-            (waiting if source.reason == ACCOUNT_PENDING else refusals).append(source)
-            continue
-        identity, account_id = source
-        choice = ServiceAccountChoice(
-            names=frozenset(wanted.service_accounts or ()), selector=wanted.service_account_selector
-        )
-        demands.append(
-            RegistryDemand(
-                secret_name=wanted.secret_name or cluster.secret_name,
-                identity=identity,
-                account_id=account_id,
-                service_accounts=choice,
-                repository=repository.name,
-            )
-        )
+    for item in decided:
+        if isinstance(item, RegistryDemand):
+            demands.append(item)
+        elif isinstance(item, Refusal):
+            (waiting if item.reason == ACCOUNT_PENDING else refusals).append(item)
     return Demands(tuple(demands), tuple(refusals), tuple(waiting))
+
+
+def _cluster_demands(
+    namespace: NamespaceView,
+    cluster: PullSecretSettings,
+    role_allowed: RoleAllowed,
+    policy: PullIdentityPolicy,
+) -> Iterator[RegistryDemand | Refusal]:
+    """The cluster-wide registries ``namespace`` gets (in configured order) when the admin selects it."""
+    if not (cluster.enabled and cluster.namespace_selector.matches(namespace.name, namespace.labels)):
+        return
+    choice = ServiceAccountChoice(configured=cluster.service_account_selector)
+    for registry in cluster.registries:
+        identity = AwsIdentity(region=registry.region, role_arn=registry.role_arn)
+        if registry.role_arn is None and not policy.operator_credentials_single_tenant:
+            yield Refusal(None, NO_PULL_IDENTITY, _cluster_registry_unserved(registry.account_id))
+        elif registry.role_arn is not None and not role_allowed(registry.role_arn, namespace.name):
+            yield Refusal(None, ROLE_NOT_ALLOWED, _role_refused(registry.role_arn, namespace))
+        else:
+            yield RegistryDemand(cluster.secret_name, identity, registry.account_id, choice, repository=None)
+
+
+def _repository_demand(
+    repository: RepositoryView,
+    namespace: NamespaceView,
+    cluster: PullSecretSettings,
+    role_allowed: RoleAllowed,
+    policy: PullIdentityPolicy,
+) -> RegistryDemand | Refusal | None:
+    """What one EcrRepository's ``spec.pullSecret`` asks of ``namespace``; None when it asks nothing here."""
+    target, wanted = repository.registry, repository.pull_secret
+    # A namespaced object reaches its own namespace only, whatever a caller hands in.
+    if repository.namespace != namespace.name or target is None or wanted is None or repository.deleting:
+        return None
+    if target.role_arn is not None and not role_allowed(target.role_arn, namespace.name):
+        return Refusal(repository.name, ROLE_NOT_ALLOWED, _role_refused(target.role_arn, namespace))
+    source = _repository_pull_identity(repository, target, namespace.name, policy, role_allowed)
+    if isinstance(source, Refusal):
+        return source
+    identity, account_id = source
+    choice = ServiceAccountChoice(
+        names=frozenset(wanted.service_accounts or ()), selector=wanted.service_account_selector
+    )
+    return RegistryDemand(
+        secret_name=wanted.secret_name or cluster.secret_name,
+        identity=identity,
+        account_id=account_id,
+        service_accounts=choice,
+        repository=repository.name,
+    )
 
 
 def _repository_pull_identity(
@@ -713,16 +733,47 @@ def _assemble_secret(
 ) -> _AssembledSecret:
     """One secret's auths: a fresh token per registry, or the entry it already has while that is the better
     credential (no token yet after a restart, or a new token the registry refused while the old one lives)."""
+    entries, outcomes = _collect_entries(name, group, current, tokens, now)
+    error = "; ".join(f"{host}: {problem.message}" for host, problem in entries.problems) or None
+    kept_expiry = current.expires_at if entries.kept and current is not None else None
+    failure = _failure_message(name, error, kept_expiry)
+    outcomes = tuple(
+        replace(item, message=failure) if item.state is DemandState.FAILING else item for item in outcomes
+    )
+    if not entries.auths:
+        return _AssembledSecret(None, outcomes, ())
+    write = _secret_write(name, entries, current, error)
+    events = tuple(_secret_events(name, current, entries.problems, error))
+    if current is not None and _unchanged(current, write):
+        return _AssembledSecret(None, outcomes, events)
+    return _AssembledSecret(write, outcomes, events)
+
+
+@dataclass
+class _SecretEntries:
+    """What the registries of one secret put in it: their auths, when the fresh tokens among them were
+    issued and expire, the refresh problems by host, and whether an entry of the current secret was kept."""
+
+    auths: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    issued: list[datetime] = field(default_factory=list)
+    expiries: list[datetime] = field(default_factory=list)
+    problems: list[tuple[str, RefreshProblem]] = field(default_factory=list)
+    kept: bool = False
+
+
+def _collect_entries(
+    name: str,
+    group: Sequence[RegistryDemand],
+    current: SecretView | None,
+    tokens: Mapping[AwsIdentity, TokenStatus],
+    now: datetime,
+) -> tuple[_SecretEntries, tuple[DemandOutcome, ...]]:
+    """Each demand's entry and outcome, in the order of ``group``."""
     current_auths = current.auths() if current is not None else {}
-    current_expiry = current.expires_at if current is not None else None
-    current_valid = current_expiry is not None and current_expiry > now
-    auths: dict[str, Mapping[str, Any]] = {}
-    issued: list[datetime] = []
-    expiries: list[datetime] = []
-    problems: list[tuple[str, RefreshProblem]] = []
+    current_valid = current is not None and current.expires_at is not None and current.expires_at > now
+    entries = _SecretEntries()
     by_host: dict[str, DemandOutcome] = {}
     outcomes: list[DemandOutcome] = []
-    kept = False
     for demand in group:
         status = tokens.get(demand.identity)
         token = status.token if status is not None else None
@@ -736,54 +787,55 @@ def _assemble_secret(
             continue
         better_kept = current_valid and (token is None or not token.verified)
         if host in current_auths and (better_kept or token is None):
-            auths[host] = current_auths[host]
-            kept = True
+            entries.auths[host] = current_auths[host]
+            entries.kept = True
         elif token is not None:
-            auths[host] = auth_entry(token.username, token.password)
-            issued.append(token.issued_at)
-            expiries.append(token.expires_at)
+            entries.auths[host] = auth_entry(token.username, token.password)
+            entries.issued.append(token.issued_at)
+            entries.expiries.append(token.expires_at)
         problem = status.problem if status is not None else None
         if problem is not None:
-            problems.append((host, problem))
-            outcome = DemandOutcome(demand.repository, DemandState.FAILING, problem.reason, "", name)
-        elif host in auths:
-            outcome = DemandOutcome(
-                demand.repository,
-                DemandState.READY,
-                SECRET_UP_TO_DATE,
-                f"Secret {name} holds credentials for {host}, refreshed before they expire.",
-                name,
-            )
-        else:
-            outcome = _pending(demand, host)
-        by_host[host] = outcome
-        outcomes.append(outcome)
-    error = "; ".join(f"{host}: {problem.message}" for host, problem in problems) or None
-    outcomes = [
-        replace(item, message=_failure_message(name, error, current_expiry if kept else None))
-        if item.state is DemandState.FAILING
-        else item
-        for item in outcomes
-    ]
-    if not auths:
-        return _AssembledSecret(None, tuple(outcomes), ())
-    if kept and current is not None:
+            entries.problems.append((host, problem))
+        by_host[host] = _demand_outcome(name, demand, host, problem, supplied=host in entries.auths)
+        outcomes.append(by_host[host])
+    return entries, tuple(outcomes)
+
+
+def _demand_outcome(
+    name: str, demand: RegistryDemand, host: str, problem: RefreshProblem | None, *, supplied: bool
+) -> DemandOutcome:
+    if problem is not None:
+        return DemandOutcome(demand.repository, DemandState.FAILING, problem.reason, "", name)
+    if supplied:
+        return DemandOutcome(
+            demand.repository,
+            DemandState.READY,
+            SECRET_UP_TO_DATE,
+            f"Secret {name} holds credentials for {host}, refreshed before they expire.",
+            name,
+        )
+    return _pending(demand, host)
+
+
+def _secret_write(
+    name: str, entries: _SecretEntries, current: SecretView | None, error: str | None
+) -> WriteSecret:
+    """The whole secret: its docker config, and annotations saying which registries it serves, when its
+    oldest credential was refreshed and when the first one expires (a kept entry counts as it was)."""
+    issued, expiries = list(entries.issued), list(entries.expiries)
+    if entries.kept and current is not None:
         issued.extend(_times(current.annotations.get(REFRESHED_AT_ANNOTATION)))
         expiries.extend(_times(current.annotations.get(EXPIRES_AT_ANNOTATION)))
     annotations: dict[str, str | None] = {
-        REGISTRIES_ANNOTATION: ",".join(sorted(auths)),
+        REGISTRIES_ANNOTATION: ",".join(sorted(entries.auths)),
         REFRESHED_AT_ANNOTATION: format_time(min(issued)) if issued else None,
         EXPIRES_AT_ANNOTATION: format_time(min(expiries)) if expiries else None,
         REFRESH_ERROR_ANNOTATION: error,
     }
-    data: dict[str, str | None] = {DOCKER_CONFIG_KEY: docker_config_data(auths)}
+    data: dict[str, str | None] = {DOCKER_CONFIG_KEY: docker_config_data(entries.auths)}
     if current is not None:
         data.update({key: None for key in current.data if key != DOCKER_CONFIG_KEY})
-    write = WriteSecret(name, data, annotations, create=current is None)
-    events = tuple(_secret_events(name, current, problems, error))
-    if current is not None and _unchanged(current, write):
-        return _AssembledSecret(None, tuple(outcomes), events)
-    return _AssembledSecret(write, tuple(outcomes), events)
+    return WriteSecret(name, data, annotations, create=current is None)
 
 
 def _pending(demand: RegistryDemand, registry: str) -> DemandOutcome:

@@ -14,7 +14,6 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import json
 import math
 import time
 from collections import OrderedDict
@@ -24,6 +23,7 @@ from typing import Any, Protocol
 
 from yarl import URL
 
+from ecr_operator.json_object import parse_json_object
 from ecr_operator.registry.errors import AuthError, InvalidChallenge, LimitExceeded, RegistryError
 from ecr_operator.registry.limits import DEFAULT_DEADLINES, Deadlines
 from ecr_operator.registry.reference import normalize_registry
@@ -295,12 +295,12 @@ class DockerConfigCredentials:
     @classmethod
     def from_json(cls, document: str | bytes | Mapping[str, Any]) -> DockerConfigCredentials:
         if not isinstance(document, Mapping):
-            try:
-                document = json.loads(document)
-            except (ValueError, RecursionError):
-                raise InvalidDockerConfig("docker config is not JSON") from None
-        if not isinstance(document, Mapping):
-            raise InvalidDockerConfig("docker config must be a JSON object")
+            document = parse_json_object(
+                document,
+                InvalidDockerConfig,
+                "docker config is not JSON",
+                "docker config must be a JSON object",
+            )
         auths = document.get("auths", document)
         if not isinstance(auths, Mapping):
             raise InvalidDockerConfig("docker config 'auths' must be an object")
@@ -477,12 +477,12 @@ def parse_token_response(body: bytes) -> tuple[str, float]:
     The lifetime is clamped (``clamp_lifetime``); a token larger than MAX_TOKEN_SIZE, or with characters
     that cannot travel in an HTTP header (CR/LF would inject headers), is refused.
     """
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):
-        raise AuthError("token endpoint answered with something that is not JSON") from None
-    if not isinstance(document, Mapping):
-        raise AuthError("token endpoint answered with something that is not a JSON object")
+    document = parse_json_object(
+        body,
+        AuthError,
+        "token endpoint answered with something that is not JSON",
+        "token endpoint answered with something that is not a JSON object",
+    )
     token = document.get("token") or document.get("access_token")
     if not isinstance(token, str) or not token:
         raise AuthError("token endpoint answer has no token")

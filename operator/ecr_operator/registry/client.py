@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import NoReturn, TypeVar
 
 from yarl import URL
 
+from ecr_operator.json_object import parse_json_object
 from ecr_operator.registry import mediatypes
 from ecr_operator.registry.auth import (
     Anonymous,
@@ -568,12 +568,12 @@ class RegistryClient:
             await self._check(response, what, (200,))
             link = _link_header(response)
             raw = await read_body(response, MAX_TAG_PAGE, what, too_large=_PageTooLarge)
-            try:
-                document = json.loads(raw)
-            except (ValueError, RecursionError) as exc:
-                raise MalformedResponse(f"{what}: response is not JSON") from exc
-            if not isinstance(document, dict):
-                raise MalformedResponse(f"{what}: response is not a JSON object")
+            document = parse_json_object(
+                raw,
+                MalformedResponse,
+                f"{what}: response is not JSON",
+                f"{what}: response is not a JSON object",
+            )
             return document, link, hashlib.sha256(raw).hexdigest()
 
         return await self._retrying(attempt, what)

@@ -324,6 +324,26 @@ class _ImageCopier:
         head, tagged = await self._heads(destination_tag)
         if head is None:
             raise NotFound(f"{self.source} not found")
+        manifest, source_digest = await self._source_digest(head)
+        destination_target = destination_tag or source_digest
+        existing = (
+            tagged if destination_tag else await self.dst.head_manifest(self.destination, source_digest)
+        )
+        existing_digest = existing.digest if existing is not None else None
+        settled = await self._settled(
+            source_digest, existing_digest, head.media_type, destination_target, copy_referrers=copy_referrers
+        )
+        if settled is not None:
+            return settled
+        if manifest is None:
+            manifest = await self._get(self.src, self.source, source_digest)
+        return await self._copy(
+            manifest, source_digest, existing_digest, destination_target, copy_referrers=copy_referrers
+        )
+
+    async def _source_digest(self, head: ManifestHead) -> tuple[Manifest | None, str]:
+        """The source image's digest, checked against the digests both references pin; with the manifest
+        when learning the digest took a GET."""
         manifest: Manifest | None = None
         source_digest = head.digest
         if source_digest is None:
@@ -334,28 +354,41 @@ class _ImageCopier:
             raise DigestMismatch(f"{self.source}: registry answered {source_digest}")
         if self.destination.digest and self.destination.digest != source_digest:
             raise InvalidReference(f"destination {self.destination} pins a digest other than {source_digest}")
-        destination_target = destination_tag or source_digest
+        return manifest, source_digest
 
-        existing = (
-            tagged if destination_tag else await self.dst.head_manifest(self.destination, source_digest)
-        )
-        existing_digest = existing.digest if existing is not None else None
-        if existing_digest is not None and existing_digest in (
-            source_digest,
-            self.known_copies.get(source_digest),
-        ):
+    async def _settled(
+        self,
+        source_digest: str,
+        existing_digest: str | None,
+        media_type: str | None,
+        destination_target: str,
+        *,
+        copy_referrers: bool,
+    ) -> ImageCopyResult | None:
+        """The result when the destination needs no copy: it serves the image (or the filtered copy made
+        of it before), or a tag that is not to be replaced; None when the image is to be copied."""
+        if existing_digest is None:
+            return None
+        if existing_digest in (source_digest, self.known_copies.get(source_digest)):
             filtered = existing_digest != source_digest
             found = await self._copy_referrers([source_digest]) if copy_referrers and not filtered else ()
+            return self._result(source_digest, existing_digest, media_type, up_to_date=True, referrers=found)
+        if not self.replace_tag and destination_target != source_digest:
             return self._result(
-                source_digest, existing_digest, head.media_type, up_to_date=True, referrers=found
+                source_digest, existing_digest, media_type, up_to_date=False, referrers=(), tag_kept=True
             )
-        if existing_digest is not None and not self.replace_tag and destination_target != source_digest:
-            return self._result(
-                source_digest, existing_digest, head.media_type, up_to_date=False, referrers=(), tag_kept=True
-            )
+        return None
 
-        if manifest is None:
-            manifest = await self._get(self.src, self.source, source_digest)
+    async def _copy(
+        self,
+        manifest: Manifest,
+        source_digest: str,
+        existing_digest: str | None,
+        destination_target: str,
+        *,
+        copy_referrers: bool,
+    ) -> ImageCopyResult:
+        """Plan the image, push what the destination lacks, then copy its referrers."""
         plan = _Plan()
         pushed, selection = await self._plan_image(manifest, plan)
         filtered = pushed.digest != manifest.digest
@@ -378,19 +411,7 @@ class _ImageCopier:
             platforms_copied=selection.platforms_copied if selection else (),
             platforms_missing=selection.platforms_missing if selection else (),
         )
-        log.info(
-            "image copied",
-            extra={
-                "source": str(result.source),
-                "destination": str(result.destination),
-                "filtered": result.filtered,
-                "bytes_copied": result.bytes_copied,
-                "blobs_copied": result.blobs_copied,
-                "blobs_skipped": result.blobs_skipped,
-                "blobs_mounted": result.blobs_mounted,
-                "manifests_pushed": result.manifests_pushed,
-            },
-        )
+        _log_copied(result)
         return result
 
     async def _heads(self, destination_tag: str | None) -> tuple[ManifestHead | None, ManifestHead | None]:
@@ -693,6 +714,22 @@ class _ImageCopier:
                 return
             index = _referrers_index([*current.children, *missing])
         await self._push(index, tag)
+
+
+def _log_copied(result: ImageCopyResult) -> None:
+    log.info(
+        "image copied",
+        extra={
+            "source": str(result.source),
+            "destination": str(result.destination),
+            "filtered": result.filtered,
+            "bytes_copied": result.bytes_copied,
+            "blobs_copied": result.blobs_copied,
+            "blobs_skipped": result.blobs_skipped,
+            "blobs_mounted": result.blobs_mounted,
+            "manifests_pushed": result.manifests_pushed,
+        },
+    )
 
 
 async def _all(work: Iterable[Coroutine[Any, Any, None]]) -> None:

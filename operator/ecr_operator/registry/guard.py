@@ -22,11 +22,10 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from ecr_operator.config import IPAddress
 from ecr_operator.registry.errors import SourceRefused
 from ecr_operator.registry.limits import DEFAULT_DEADLINES, Deadlines
 from ecr_operator.registry.transport import Body, HttpResponse, HttpSender, create_session
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Numeric hosts that are not a canonical IPv4 address ("2130706433", "127.1", "0x7f.1") still reach an
 # address through the C resolver; they are never needed for a registry, so they are refused outright.

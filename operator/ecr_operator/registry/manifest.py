@@ -6,11 +6,11 @@ re-serialised, because any change of whitespace or key order changes its digest.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ecr_operator.json_object import parse_json_object
 from ecr_operator.registry import mediatypes
 from ecr_operator.registry.digests import digest_of, validate_digest
 from ecr_operator.registry.errors import (
@@ -95,12 +95,9 @@ def parse_manifest(raw: bytes, *, content_type: str | None, expected_digest: str
     digest = digest_of(raw, algorithm)
     if expected_digest is not None and digest != expected_digest:
         raise DigestMismatch(f"manifest expected to be {expected_digest} hashes to {digest}")
-    try:
-        document = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise MalformedResponse(f"manifest {digest} is not JSON: {str(exc)[:200]}") from exc
-    if not isinstance(document, dict):
-        raise MalformedResponse(f"manifest {digest} is not a JSON object")
+    document = parse_json_object(
+        raw, MalformedResponse, f"manifest {digest} is not JSON", f"manifest {digest} is not a JSON object"
+    )
     media_type = _media_type(document, content_type, digest)
     try:
         return _build(document, raw=raw, digest=digest, media_type=media_type)

@@ -1,0 +1,239 @@
+"""When EcrRepository objects are reconciled: at once when their spec is new or changed, after a backoff when
+a reconcile failed transiently, and otherwise once per drift pass.
+
+kopf hands over watch events (an ``on.event`` handler) and runs deletions (``on.delete``, which owns the
+finalizer); this class owns everything else. Between reconciles nothing is kept per object but its key
+(namespace and name): a drift pass reads each object from the apiserver when its turn comes, in chunks of
+one DescribeRepositories batch, paced over the interval and under the drift AWS request rate. That replaces
+a kopf timer per object, which held an asyncio task and the object's whole body for the object's lifetime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ecr_operator.api.repository import ECR_REPOSITORY
+from ecr_operator.aws.calls import RequestRate, paced_by
+from ecr_operator.aws.ecr import MAX_DESCRIBE_BATCH
+from ecr_operator.config import Settings
+from ecr_operator.controllers.repository import RepositoryController, RepositoryObject, RetryLater
+from ecr_operator.kube import Kube, KubeApiError
+
+logger = logging.getLogger(__name__)
+
+# A pass takes at least this share of the interval, so that many objects do not all ask at once.
+PASS_SPREAD = 0.5
+# A failure outside the controller's own handling (the apiserver unreachable for a read) is retried after.
+READ_RETRY_DELAY = 10.0
+
+
+@dataclass(frozen=True)
+class ObjectKey:
+    namespace: str
+    name: str
+
+
+@dataclass
+class _Pending:
+    due: float
+    retry: int
+    obj: RepositoryObject | None
+    """The object as last watched; None for a retry, which reads it afresh."""
+
+
+def reconcile_due(generation: int | None, status: Mapping[str, Any]) -> bool:
+    """A watch event asks for a reconcile when the spec was never reconciled at this generation."""
+    return status.get("observedGeneration") != generation
+
+
+class RepositoryWork:
+    """The EcrRepository work queue: keys of every watched object, due reconciles, and the drift passes."""
+
+    def __init__(
+        self,
+        controller: RepositoryController,
+        kube: Kube,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        random_fraction: Callable[[], float] = random.random,
+    ) -> None:
+        self._controller = controller
+        self._kube = kube
+        self._workers = settings.repository_workers
+        self._interval = settings.drift_interval.total_seconds()
+        self._jitter = settings.drift_pass_jitter.total_seconds()
+        self._drift_rate = settings.drift_aws_requests_per_second
+        self._clock = clock
+        self._random_fraction = random_fraction
+        self._keys: dict[str, ObjectKey] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._due: list[tuple[float, int, str]] = []
+        self._order = itertools.count()
+        self._running: set[str] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._work(), name=f"repository worker {number}")
+            for number in range(self._workers)
+        ]
+        self._tasks.append(asyncio.create_task(self._drift_passes(), name="repository drift passes"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    # --- what kopf's watch tells --------------------------------------------------------------------
+
+    def watched(self, obj: RepositoryObject, *, deleting: bool) -> None:
+        """The object as a watch event (or kopf's initial listing) shows it."""
+        if deleting:
+            # kopf's delete handler takes over; nothing more is reconciled for it.
+            self._controller.deletion_started(obj.uid)
+            self._keys.pop(obj.uid, None)
+            self._pending.pop(obj.uid, None)
+            return
+        self._keys[obj.uid] = ObjectKey(obj.namespace, obj.name)
+        pending = self._pending.get(obj.uid)
+        if pending is not None:
+            pending.obj = obj  # the newest view, at the same time
+        elif reconcile_due(obj.generation, obj.status):
+            self._schedule(obj.uid, 0.0, retry=0, obj=obj)
+
+    def gone(self, uid: str) -> None:
+        """The object no longer exists."""
+        self._keys.pop(uid, None)
+        self._pending.pop(uid, None)
+        self._controller.forget(uid)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    # --- reconciles ---------------------------------------------------------------------------------
+
+    def _schedule(self, uid: str, delay: float, *, retry: int, obj: RepositoryObject | None) -> None:
+        due = self._clock() + delay
+        self._pending[uid] = _Pending(due, retry, obj)
+        heapq.heappush(self._due, (due, next(self._order), uid))
+        self._wake.set()
+
+    async def _next_due(self) -> tuple[str, _Pending]:
+        while True:
+            now = self._clock()
+            while self._due:
+                due, _, uid = self._due[0]
+                pending = self._pending.get(uid)
+                if pending is None or pending.due != due:
+                    heapq.heappop(self._due)  # superseded or forgotten
+                    continue
+                if due > now or uid in self._running:
+                    break
+                heapq.heappop(self._due)
+                del self._pending[uid]
+                return uid, pending
+            self._wake.clear()
+            timeout = max(0.0, self._due[0][0] - now) if self._due else None
+            if self._due and self._due[0][2] in self._running:
+                timeout = 0.05  # its previous reconcile is about to end
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _work(self) -> None:
+        while True:
+            uid, pending = await self._next_due()
+            self._running.add(uid)
+            try:
+                later = await self._reconcile(uid, pending)
+            finally:
+                self._running.discard(uid)
+            if later is not None and uid in self._keys and uid not in self._pending:
+                self._schedule(uid, later.delay, retry=pending.retry + 1, obj=None)
+
+    async def _reconcile(self, uid: str, pending: _Pending) -> RetryLater | None:
+        obj = pending.obj or await self._read(uid)
+        if obj is None:
+            return None
+        try:
+            return await self._controller.reconcile(obj, pending.retry)
+        except Exception as error:  # one object's bug must not end the worker
+            obj.log.exception("reconcile failed")
+            return RetryLater(str(error), READ_RETRY_DELAY)
+
+    async def _read(self, uid: str) -> RepositoryObject | None:
+        """The object as stored now; None when it is gone or being deleted."""
+        key = self._keys.get(uid)
+        if key is None:
+            return None
+        body = await self._kube.read_object(ECR_REPOSITORY, key.namespace, key.name)
+        if body is None or (body.get("metadata") or {}).get("uid") != uid:
+            return None
+        if (body.get("metadata") or {}).get("deletionTimestamp"):
+            return None
+        return RepositoryObject.from_body(body)
+
+    # --- drift passes -------------------------------------------------------------------------------
+
+    def pass_delay(self) -> float:
+        """Seconds from one pass's start to the next: the interval plus up to ``jitter`` more."""
+        return self._interval + self._random_fraction() * self._jitter
+
+    async def _drift_passes(self) -> None:
+        # The first pass comes soon after start-up, as kopf's resume handlers used to: a restarted operator
+        # must not wait a whole interval to notice what changed while it was away.
+        await asyncio.sleep(self._random_fraction() * min(self._jitter, self._interval))
+        while True:
+            started = self._clock()
+            try:
+                await self.drift_pass()
+            except Exception:
+                logger.exception("drift pass failed")
+            await asyncio.sleep(max(0.0, started + self.pass_delay() - self._clock()))
+
+    async def drift_pass(self) -> None:
+        """Check every known object once, a DescribeRepositories batch at a time, under the drift rate."""
+        uids = list(self._keys)
+        chunks = [uids[at : at + MAX_DESCRIBE_BATCH] for at in range(0, len(uids), MAX_DESCRIBE_BATCH)]
+        if not chunks:
+            return
+        gap = self._interval * PASS_SPREAD / len(chunks)
+        rate = RequestRate(self._drift_rate, clock=self._clock)
+        started = self._clock()
+        with paced_by(rate):
+            for number, chunk in enumerate(chunks):
+                if number:
+                    await asyncio.sleep(max(0.0, started + gap - self._clock()))
+                started = self._clock()
+                await asyncio.gather(*(self._check(uid) for uid in chunk))
+
+    async def _check(self, uid: str) -> None:
+        if uid in self._pending or uid in self._running:
+            return  # a reconcile is due or under way: it checks AWS anyway
+        self._running.add(uid)
+        try:
+            obj = await self._read(uid)
+            if obj is None:
+                return
+            later = await self._controller.check_drift(obj, 0)
+        except KubeApiError as error:
+            logger.warning("could not read an EcrRepository for its drift check", extra={"error": str(error)})
+            later = RetryLater(str(error), READ_RETRY_DELAY)
+        except Exception as error:
+            logger.exception("drift check failed")
+            later = RetryLater(str(error), READ_RETRY_DELAY)
+        finally:
+            self._running.discard(uid)
+        if later is not None and uid in self._keys and uid not in self._pending:
+            self._schedule(uid, later.delay, retry=1, obj=None)
