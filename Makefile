@@ -71,5 +71,5 @@ demo: deps ## start the local world, the operator and the examples (DEMO_ONCE=1 
 	$(BIN)/ecr-sandbox demo
 
 .PHONY: bench
-bench: deps ## benchmarks side by side with peers (BENCH=group, BENCH_RESULTS=dir)
+bench: deps ## benchmarks side by side with peers (BENCH=mirror|scale, BENCH_RESULTS=dir)
 	$(BIN)/python -m bench $(if $(BENCH),--only $(BENCH)) --results $(BENCH_RESULTS)

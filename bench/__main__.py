@@ -16,11 +16,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import mirror
+from bench import mirror, scale
 from bench.peers import Peers, find_peers
 from bench.report import BenchLine, load_average, print_table, results_path, write_lines, write_meta
 from ecr_sandbox.world import World
 
+CRDS = Path(__file__).resolve().parents[1] / "crds"
 Group = Callable[[World, Peers, Path, argparse.Namespace], tuple[list[BenchLine], dict[str, object]]]
 
 
@@ -35,7 +36,26 @@ def run_mirror(
     return found, {"runs": runs.__dict__, "samples": stage.samples, "notes": stage.notes}
 
 
-GROUPS: dict[str, Group] = {"mirror": run_mirror}
+def run_scale(
+    world: World, peers: Peers, work: Path, options: argparse.Namespace
+) -> tuple[list[BenchLine], dict[str, object]]:
+    return scale.run(
+        world,
+        work,
+        options.scale_sizes,
+        options.scale_namespaces,
+        options.scale_mirrors,
+        options.scale_drift_interval,
+        options.results / "scale-progress.json",
+        options.scale_cases,
+    )
+
+
+GROUPS: dict[str, Group] = {"mirror": run_mirror, "scale": run_scale}
+
+
+def comma_separated_sizes(text: str) -> list[int]:
+    return [int(size) for size in text.split(",")]
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -47,6 +67,27 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="runs per case and tool (default: per case, 2-5)")
     parser.add_argument(
         "--cases", type=lambda text: text.split(","), default=(), help="mirror cases, comma-separated"
+    )
+    parser.add_argument(
+        "--scale-sizes",
+        type=comma_separated_sizes,
+        default=list(scale.DEFAULT_SIZES),
+        help="EcrRepository counts the scale group converges, comma-separated (default 1000,3000,10000)",
+    )
+    parser.add_argument(
+        "--scale-cases",
+        type=lambda text: text.split(","),
+        default=(),
+        help=f"scale cases, comma-separated ({', '.join(scale.CASES)}; default all)",
+    )
+    parser.add_argument(
+        "--scale-namespaces", type=int, default=5000, help="namespaces of the pull-secret fan-out case"
+    )
+    parser.add_argument(
+        "--scale-mirrors", type=int, default=500, help="ImageMirror objects of the steady-state mirror case"
+    )
+    parser.add_argument(
+        "--scale-drift-interval", type=float, default=30.0, help="drift interval (s) of the steady case"
     )
     parser.add_argument("--attach", type=Path, metavar="STATE_DIR", help="use the world running there")
     return parser.parse_args(argv)
@@ -61,7 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in peers.notes:
         print(f"bench: {note}", file=sys.stderr)
     scratch = Path(tempfile.mkdtemp(prefix="ecr-operator-bench-"))
-    world = World.attach(options.attach) if options.attach else World.start(scratch / "world")
+    # The CRDs go in before the world's controllers start, so the garbage collector watches them at once.
+    world = (
+        World.attach(options.attach) if options.attach else World.start(scratch / "world", manifests=[CRDS])
+    )
     lines: list[BenchLine] = []
     meta: dict[str, object] = {}
     try:

@@ -40,7 +40,7 @@ from bench.report import BenchLine, Target, median, ours_at_most, ours_equal, ra
 from ecr_operator.registry.client import RegistryClient
 from ecr_operator.registry.reference import Reference, parse_reference
 from ecr_operator.registry.transport import AiohttpSender, create_session
-from ecr_sandbox.registries import RegistryInfo, parse_access_log
+from ecr_sandbox.registries import RegistryInfo, RegistryRequest, parse_access_log
 from ecr_sandbox.world import World
 
 T = TypeVar("T")
@@ -388,11 +388,14 @@ class AccessLog:
         self.path = registry.access_log
         self.offset = self.path.stat().st_size if self.path.exists() else 0
 
-    def since(self) -> list[tuple[str, str]]:
+    def requests(self) -> list[RegistryRequest]:
         with self.path.open("rb") as log:
             log.seek(self.offset)
             text = log.read().decode("utf-8", errors="replace")
-        return [(request.method, request.path) for request in parse_access_log(text)]
+        return parse_access_log(text)
+
+    def since(self) -> list[tuple[str, str]]:
+        return [(request.method, request.path) for request in self.requests()]
 
 
 def content_gets(requests: Sequence[tuple[str, str]]) -> int:

@@ -22,10 +22,12 @@ class GoTool:
     name: str
     package: str
     version: str
+    binary: str = ""
+    """What ``go install`` names the executable (the package's last path element), if not ``name``."""
 
     @property
     def path(self) -> Path:
-        return cache_dir() / "bin" / f"{self.name}-{self.version}" / self.name
+        return cache_dir() / "bin" / f"{self.name}-{self.version}" / (self.binary or self.name)
 
 
 GO_TOOLS = (
@@ -33,6 +35,14 @@ GO_TOOLS = (
     GoTool("regctl", "github.com/regclient/regclient/cmd/regctl", "v0.11.7"),
     GoTool("regsync", "github.com/regclient/regclient/cmd/regsync", "v0.11.7"),
 )
+# The scale group's peers (issue 10): ACK's ECR controller for repositories, and a pull-secret renewer.
+ACK_ECR_CONTROLLER = GoTool(
+    "ack-ecr-controller",
+    "github.com/aws-controllers-k8s/ecr-controller/cmd/controller",
+    "v1.8.1",
+    "controller",
+)
+ECR_LOGIN_RENEW = GoTool("k8s-ecr-login-renew", "github.com/nabsul/k8s-ecr-login-renew", "v1.7.2")
 
 
 @dataclass(frozen=True)
