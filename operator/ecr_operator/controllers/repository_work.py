@@ -175,8 +175,13 @@ class RepositoryWork:
             if later is None:
                 if uid in self._keys:
                     self._reconciled[uid] = generation
-            elif uid in self._keys and uid not in self._pending:
-                self._schedule(uid, later.delay, retry=pending.retry + 1, obj=None)
+            else:
+                self._retry(uid, later, retry=pending.retry + 1)
+
+    def _retry(self, uid: str, later: RetryLater, *, retry: int) -> None:
+        """Queue the object again after ``later.delay``, unless it is gone or already due again."""
+        if uid in self._keys and uid not in self._pending:
+            self._schedule(uid, later.delay, retry=retry, obj=None)
 
     async def _reconcile(self, uid: str, pending: _Pending) -> RetryLater | None:
         try:
@@ -195,9 +200,8 @@ class RepositoryWork:
         if key is None:
             return None
         body = await self._kube.read_object(ECR_REPOSITORY, key.namespace, key.name)
-        if body is None or (body.get("metadata") or {}).get("uid") != uid:
-            return None
-        if (body.get("metadata") or {}).get("deletionTimestamp"):
+        metadata = (body or {}).get("metadata") or {}
+        if body is None or metadata.get("uid") != uid or metadata.get("deletionTimestamp"):
             return None
         return RepositoryObject.from_body(body)
 
@@ -253,5 +257,5 @@ class RepositoryWork:
             later = RetryLater(str(error), READ_RETRY_DELAY)
         finally:
             self._running.pop(uid, None)
-        if later is not None and uid in self._keys and uid not in self._pending:
-            self._schedule(uid, later.delay, retry=1, obj=None)
+        if later is not None:
+            self._retry(uid, later, retry=1)
