@@ -18,6 +18,7 @@ import pytest
 import repository_support as support
 
 from ecr_sandbox.world import World
+from waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -99,11 +100,17 @@ def tenant_patches_status(world: World, kubeconfig: Path, namespace: str, name: 
 
 
 def warnings(world: World, namespace: str, name: str, reason: str) -> list[str]:
-    return [
-        message
-        for kind, why, message in support.events(world, namespace, name)
-        if (kind, why) == ("Warning", reason)
-    ]
+    """The messages of the Warning Events with ``reason``, once there is one (the operator posts Events
+    asynchronously, just after it writes the condition a test waited for)."""
+
+    def probe() -> list[str]:
+        return [
+            message
+            for kind, why, message in support.events(world, namespace, name)
+            if (kind, why) == ("Warning", reason)
+        ]
+
+    return eventually(f"a Warning {reason} Event about {namespace}/{name}", probe, timeout=15)
 
 
 def role_policies(world: World, role: str) -> dict[str, Any]:

@@ -246,8 +246,9 @@ class RepositoryController:
         status = repository_status(
             obj.status, result, generation=obj.generation, now=self._now(), drift=drift
         )
-        await self._write_status(obj, status)
+        # Events first: whoever sees the new status can already read the Events that explain it.
         await self._post(obj, repository_events(obj.status, result, drift=drift))
+        await self._write_status(obj, status)
         _log(obj.log, result, drift=drift)
         self._count(obj, result, status, drift=drift, started=started)
         problem = result.problem
