@@ -391,13 +391,13 @@ def test_no_reconcile_acts_once_the_objects_deletion_has_begun() -> None:
     assert world.kube.status_writes == []
 
 
-def test_a_spec_that_names_an_adoption_policy_is_looked_at_before_any_create() -> None:
+def test_a_foreign_repository_is_refused_after_the_create_fails_when_adoption_is_fail() -> None:
     world = harness()
     world.ecr.add(NAME, {})
 
     world.reconcile(repository_object(adoption="Fail"))
 
+    assert world.ecr.create_attempts == 1
     assert world.ecr.reads == 1
-    assert world.ecr.create_attempts == 0
     assert world.ecr.applied == []
     assert conditions(world.stored_status())["Ready"] == ("False", "AdoptionRefused")

@@ -152,8 +152,6 @@ class _Target:
     stamp: PolicyStamp
     adoption_allowed: bool
     namespace: str
-    expects_existing: bool
-    """The spec says how to treat a repository that exists already (``adoption``)."""
 
     @property
     def lock_key(self) -> Hashable:
@@ -313,7 +311,6 @@ class RepositoryController:
             stamp=identity_policy_stamp(settings.cluster_id, obj.namespace, obj.name),
             adoption_allowed=settings.adoption_allowed(obj.namespace),
             namespace=obj.namespace,
-            expects_existing="adoption" in obj.spec,
         )
 
     async def _converge(self, target: _Target, status: Mapping[str, Any]) -> SyncResult:
@@ -335,11 +332,11 @@ class RepositoryController:
     async def _converge_repository(
         self, target: _Target, status: Mapping[str, Any], progress: _Progress
     ) -> Problem | None:
-        # An object that never reported a repository, and whose spec does not say what to do with an
-        # existing one (``adoption``), most likely has none yet: CreateRepository is tried without a
-        # describe first (a DescribeRepositories of a missing name fails anyway). Status is only a hint
-        # here: a repository that exists makes CreateRepository fail, and then it is observed.
-        observe = bool(status.get("repositoryArn")) or target.expects_existing
+        # An object that never reported a repository most likely has none yet: CreateRepository is tried
+        # without a describe first (a DescribeRepositories of a missing name fails anyway). Status is only
+        # a hint here: a repository that exists makes CreateRepository fail, and then it is observed and
+        # adopted or refused as ``adoption`` says (one failed call, paid only by adoptions).
+        observe = bool(status.get("repositoryArn"))
         try:
             return await self._observe_plan_apply(target, progress, observe=observe)
         except AwsCallFailed as error:

@@ -17,7 +17,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,25 +237,45 @@ class RepositoryWork:
                 if number:
                     await asyncio.sleep(max(0.0, started + gap - self._clock()))
                 started = self._clock()
-                await asyncio.gather(*(self._check(uid) for uid in chunk))
+                await self._check_chunk(chunk)
 
-    async def _check(self, uid: str) -> None:
-        if uid in self._pending or uid in self._running:
-            return  # a reconcile is due or under way: it checks AWS anyway
-        self._running[uid] = None
+    async def _check_chunk(self, chunk: Sequence[str]) -> None:
+        """Read the chunk's objects, then check them all at once: their describes join one
+        DescribeRepositories batch however slowly the apiserver answered the reads."""
+        # An object whose reconcile is due or under way is skipped: that reconcile checks AWS anyway.
+        claimed = [uid for uid in chunk if uid not in self._pending and uid not in self._running]
+        for uid in claimed:
+            self._running[uid] = None
+        try:
+            objects = await asyncio.gather(*(self._read_for_check(uid) for uid in claimed))
+            outcomes = await asyncio.gather(
+                *(self._check(obj) if isinstance(obj, RepositoryObject) else _known(obj) for obj in objects)
+            )
+        finally:
+            for uid in claimed:
+                self._running.pop(uid, None)
+        for uid, later in zip(claimed, outcomes, strict=True):
+            if later is not None:
+                self._retry(uid, later, retry=1)
+
+    async def _read_for_check(self, uid: str) -> RepositoryObject | RetryLater | None:
         try:
             obj = await self._read(uid)
-            if obj is None:
-                return
-            self._running[uid] = obj.generation
-            later = await self._controller.check_drift(obj, 0)
         except KubeApiError as error:
             logger.warning("could not read an EcrRepository for its drift check", extra={"error": str(error)})
-            later = RetryLater(str(error), READ_RETRY_DELAY)
-        except Exception as error:
+            return RetryLater(str(error), READ_RETRY_DELAY)
+        if obj is not None:
+            self._running[uid] = obj.generation
+        return obj
+
+    async def _check(self, obj: RepositoryObject) -> RetryLater | None:
+        try:
+            return await self._controller.check_drift(obj, 0)
+        except Exception as error:  # one object's failure must not end the pass
             logger.exception("drift check failed")
-            later = RetryLater(str(error), READ_RETRY_DELAY)
-        finally:
-            self._running.pop(uid, None)
-        if later is not None:
-            self._retry(uid, later, retry=1)
+            return RetryLater(str(error), READ_RETRY_DELAY)
+
+
+async def _known(outcome: RetryLater | None) -> RetryLater | None:
+    """An outcome known without a check, in the shape ``asyncio.gather`` takes."""
+    return outcome

@@ -15,6 +15,7 @@ import kopf
 from ecr_operator.api.common import GROUP, VERSION
 from ecr_operator.api.repository import ECR_REPOSITORY
 from ecr_operator.controllers.repository import RepositoryObject, RetryLater
+from ecr_operator.handlers.startup import FINALIZER
 from ecr_operator.runtime import Runtime
 
 PLURAL = ECR_REPOSITORY.plural
@@ -28,6 +29,11 @@ async def repository_watched(
         memo.repository_work.gone(body.metadata.uid or "")
         return
     deleting = body.metadata.get("deletionTimestamp") is not None
+    if not deleting and FINALIZER not in body.metadata.get("finalizers", ()):
+        # kopf adds the finalizer after this event and the object comes back with it. Waiting for that
+        # means nothing is made in AWS that a deletion could miss, and no status write races kopf's
+        # resourceVersion-guarded finalizer patch (a lost race costs a second patch).
+        return
     memo.repository_work.watched(RepositoryObject.from_body(body, logger), deleting=deleting)
 
 

@@ -74,6 +74,30 @@ class ProgressUnmarkedFor(kopf.AnnotationsProgressStorage):
             super()._store_marker(prefix=prefix, patch=patch, body=body)
 
 
+# on.event handlers that run for every watch event of their kind (``handlers/repository.py``,
+# ``handlers/pullsecrets.py``): kopf logs "Handler '<id>' succeeded." at INFO each time, a line per event
+# that says nothing (10,000 objects coming up were 10,000+ lines). Their failures are still logged.
+QUIET_ON_SUCCESS = frozenset({"repository_watched", "pull_secret_demand_deleted"})
+
+
+class QuietSuccessOf(logging.Filter):
+    """Drops kopf's success line of the handlers named."""
+
+    def __init__(self, handler_ids: Iterable[str]) -> None:
+        super().__init__()
+        self._messages = frozenset(f"Handler {handler_id!r} succeeded." for handler_id in handler_ids)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self._messages
+
+
+def quiet_watch_handlers() -> None:
+    """Installs ``QuietSuccessOf(QUIET_ON_SUCCESS)`` on kopf's object logger, once."""
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(existing, QuietSuccessOf) for existing in objects.filters):
+        objects.addFilter(QuietSuccessOf(QUIET_ON_SUCCESS))
+
+
 def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
     """Tune kopf for this operator; pure assignment, so the choices are visible in one place."""
     persistence = kopf_settings.persistence
@@ -119,6 +143,7 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
 async def configure(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None:
     """Runs before any watch starts: kopf's settings object only exists from here on."""
     configure_kopf(settings, memo.settings)
+    quiet_watch_handlers()
     settings.execution.executor = memo.executor
     logger.info("operator started", extra={"configuration": settings_summary(memo.settings)})
 
