@@ -160,6 +160,11 @@ def is_mutating(call: AwsCall) -> bool:
     return not call.operation.startswith(READ_PREFIXES)
 
 
+def mutations_since(world: World, mark: int) -> list[tuple[str, int]]:
+    """(operation, HTTP status) of every mutating AWS call since ``mark``, failed ones included."""
+    return [(call.operation, call.status) for call in world.aws_calls()[mark:] if is_mutating(call)]
+
+
 def calls_since(world: World, mark: int, operation: str | None = None) -> list[AwsCall]:
     return [call for call in world.aws_calls()[mark:] if operation in (None, call.operation)]
 

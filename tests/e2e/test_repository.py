@@ -176,8 +176,7 @@ def test_adoption_fail_refuses_an_existing_repository_and_changes_nothing(
     assert "adoption is Fail" in support.condition(document)["message"]
     assert support.tags_of(world, arn) == {}
     # The create is tried first (a new object most likely has no repository yet) and fails: nothing changed.
-    mutating = [call for call in support.calls_since(world, mark) if support.is_mutating(call)]
-    assert [(call.operation, call.status) for call in mutating] == [("CreateRepository", 400)]
+    assert support.mutations_since(world, mark) == [("CreateRepository", 400)]
     assert "repositoryUri" not in document["status"]
     assert ("Warning", "AdoptionRefused") in support.event_reasons(world, namespace, "taken")
 

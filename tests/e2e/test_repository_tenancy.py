@@ -82,11 +82,12 @@ def test_a_repository_created_by_someone_else_meanwhile_is_not_taken_over(
     mark = len(world.aws_calls())
 
     support.apply(world, support.repository(namespace, "app"))
+    # The operator takes the object on (its finalizer) and sends the held CreateRepository at once.
     support.eventually(
-        "the operator to look for the repository",
-        lambda: support.calls_since(world, mark, "DescribeRepositories"),
+        "the operator's finalizer on the object",
+        lambda: (support.get(world, namespace, "app") or {}).get("metadata", {}).get("finalizers"),
     )
-    time.sleep(0.5)
+    time.sleep(1.0)
     world.boto3_client("ecr").create_repository(
         repositoryName=name, tags=[{"Key": OWNER_TAG, "Value": f"other/{namespace}/app"}]
     )
