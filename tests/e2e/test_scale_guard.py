@@ -9,7 +9,6 @@ repository policy: the benchmark's own object, created the benchmark's way, from
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import repository_support as support
@@ -40,14 +39,13 @@ def test_many_repositories_cost_few_writes_and_aws_calls_per_object(
     operator: support.Operator,
     chart_identity: ChartIdentity,
     namespaces: Callable[[], str],
-    tmp_path: Path,
 ) -> None:
     namespace = namespaces()
     # The default drift interval (10 min): no drift pass lands inside the counts.
     operator(ECR_OPERATOR_NAMESPACES=namespace)
     objects = [scale.repository(namespace, index) for index in range(OBJECTS)]
     aws_mark = support.wait_for_quiet_aws(world, quiet=1.0)
-    scale.create_all(world, tmp_path, objects)
+    scale.create_all(world, objects)
 
     eventually(
         f"all {OBJECTS} repositories Ready",

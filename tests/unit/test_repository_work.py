@@ -204,6 +204,57 @@ async def test_a_drift_pass_checks_every_object_once_reading_each_when_its_turn_
     assert controller.reconciled == []
 
 
+async def test_a_chunk_is_checked_only_once_all_its_reads_are_answered() -> None:
+    # Its describes then join one DescribeRepositories batch, however slowly the apiserver answers.
+    controller, kube = FakeController(), FakeKube()
+    queue = work(controller, kube, drift_interval="1h")
+    read = kube.read_object
+    reads_done: list[int] = []
+
+    async def uneven_read(resource: ResourceInfo, namespace: str, name: str) -> dict[str, Any] | None:
+        await asyncio.sleep(int(name[1:]) / 1000)  # answers spread over 0.1 s
+        reads_done.append(1)
+        return await read(resource, namespace, name)
+
+    kube.read_object = uneven_read  # type: ignore[method-assign]
+    checked_after: list[int] = []
+    check = controller.check_drift
+
+    async def counting_check(obj: RepositoryObject, retry: int) -> RetryLater | None:
+        checked_after.append(len(reads_done))
+        return await check(obj, retry)
+
+    controller.check_drift = counting_check  # type: ignore[method-assign]
+    for number in range(100):
+        name = f"r{number:03d}"
+        kube.stored[name] = body(name, observed=1)
+        queue.watched(RepositoryObject.from_body(body(name, observed=1)), deleting=False)
+
+    await queue.drift_pass()
+
+    assert checked_after == [100] * 100
+
+
+async def test_the_first_pass_after_start_up_checks_only_what_this_process_did_not_reconcile() -> None:
+    controller, kube = FakeController(), FakeKube()
+    queue = work(controller, kube, drift_interval="1h")
+    kube.stored["old"] = body("old", observed=1)
+    kube.stored["new"] = body("new", observed=1)
+
+    async def test() -> None:
+        queue.watched(RepositoryObject.from_body(body("old", observed=1)), deleting=False)
+        queue.watched(RepositoryObject.from_body(body("new")), deleting=False)
+        await until(lambda: len(controller.reconciled) == 1)
+        await until(lambda: "uid-new" not in queue._running)
+
+        await queue.drift_pass(resuming=True)
+        assert controller.checked == ["old"]
+        await queue.drift_pass()
+        assert sorted(controller.checked) == ["new", "old", "old"]
+
+    await running(queue, test)
+
+
 async def test_a_drift_pass_spaces_its_chunks_over_part_of_the_interval() -> None:
     controller, kube = FakeController(), FakeKube()
     queue = work(controller, kube, drift_interval="1s", drift_jitter="0s")

@@ -214,18 +214,22 @@ class RepositoryWork:
     async def _drift_passes(self) -> None:
         # The first pass comes soon after start-up, as kopf's resume handlers used to: a restarted operator
         # must not wait a whole interval to notice what changed while it was away.
+        # It checks only what this process has not reconciled itself: that is AWS as the spec says already.
         await asyncio.sleep(self._random_fraction() * min(self._jitter, self._interval))
+        resuming = True
         while True:
             started = self._clock()
             try:
-                await self.drift_pass()
+                await self.drift_pass(resuming=resuming)
             except Exception:
                 logger.exception("drift pass failed")
+            resuming = False
             await asyncio.sleep(max(0.0, started + self.pass_delay() - self._clock()))
 
-    async def drift_pass(self) -> None:
-        """Check every known object once, a DescribeRepositories batch at a time, under the drift rate."""
-        uids = list(self._keys)
+    async def drift_pass(self, *, resuming: bool = False) -> None:
+        """Check every known object once, a DescribeRepositories batch at a time, under the drift rate;
+        ``resuming``: only those found converged when the process started (none reconciled since)."""
+        uids = [uid for uid in self._keys if not (resuming and uid in self._reconciled)]
         chunks = [uids[at : at + MAX_DESCRIBE_BATCH] for at in range(0, len(uids), MAX_DESCRIBE_BATCH)]
         if not chunks:
             return
