@@ -846,3 +846,20 @@ def test_a_repository_the_operator_cannot_parse_asks_for_nothing() -> None:
 
     assert (view.namespace, view.generation, view.registry, view.pull_secret) == ("team-a", 2, None, None)
     assert not view.wants_pull_secret
+
+
+def test_a_repository_view_keeps_only_what_pull_secrets_read() -> None:
+    # Every repository is in kopf's index: one that asks for no secret is held as little as possible.
+    ours = {"type": PULL_SECRET_CONDITION, "status": "True", "reason": SECRET_UP_TO_DATE}
+    body = {
+        "metadata": {"name": "app", "namespace": "team-a", "generation": 2},
+        "spec": {"registry": {"region": "us-east-1"}},
+        "status": {"conditions": [READY, ours]},
+    }
+
+    view = RepositoryView.from_body(body)
+
+    assert (view.registry, view.pull_secret, view.conditions) == (None, None, (ours,))
+    asking = RepositoryView.from_body({**body, "spec": {**body["spec"], "pullSecret": {}}})
+    assert asking.registry == RegistryIdentity(region="us-east-1")
+    assert asking.wants_pull_secret

@@ -234,20 +234,28 @@ class RepositoryView:
     pull_secret: PullSecret | None
     deleting: bool = False
     conditions: tuple[Mapping[str, Any], ...] = ()
+    """As read from a body (``from_body``): its PullSecretReady condition only, the one this controller
+    reads or writes."""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> RepositoryView:
         metadata = body.get("metadata") or {}
         spec = body.get("spec") or {}
-        try:
-            registry = RegistryIdentity.model_validate(spec.get("registry"))
-            pull_secret = (
-                PullSecret.model_validate(spec["pullSecret"]) if spec.get("pullSecret") is not None else None
-            )
-        except ValidationError:
-            # The apiserver validated it against the same schema; anything else is not ours to act on.
-            registry, pull_secret = None, None
-        conditions = (body.get("status") or {}).get("conditions") or ()
+        # Every repository is indexed (kopf's index holds one view each, 10,000 in a large cluster), but only
+        # those asking for a secret need their registry, and only this controller's condition is ever read.
+        registry, pull_secret = None, None
+        if spec.get("pullSecret") is not None:
+            try:
+                registry = RegistryIdentity.model_validate(spec.get("registry"))
+                pull_secret = PullSecret.model_validate(spec["pullSecret"])
+            except ValidationError:
+                # The apiserver validated it against the same schema; anything else is not ours to act on.
+                registry, pull_secret = None, None
+        conditions = [
+            entry
+            for entry in (body.get("status") or {}).get("conditions") or ()
+            if isinstance(entry, Mapping) and entry.get("type") == PULL_SECRET_CONDITION
+        ]
         return cls(
             namespace=str(metadata.get("namespace", "")),
             name=str(metadata.get("name", "")),
@@ -257,7 +265,7 @@ class RepositoryView:
             registry=registry,
             pull_secret=pull_secret,
             deleting=bool(metadata.get("deletionTimestamp")),
-            conditions=tuple(entry for entry in conditions if isinstance(entry, Mapping)),
+            conditions=tuple(conditions),
         )
 
     @property
