@@ -456,3 +456,29 @@ def test_a_configured_role_outside_the_allow_list_is_named_at_startup(
 
     skipped = [record for record in caplog.records if "outside the role allow-list" in record.getMessage()]
     assert [getattr(record, "role_arn", None) for record in skipped] == [f"arn:aws:iam::{ACCOUNT}:role/admin"]
+
+
+async def test_only_repositories_that_concern_pull_secrets_ask_for_a_namespace_sync(cluster: Cluster) -> None:
+    # A sync plans every repository of its namespace: the status writes of 10,000 repositories that ask
+    # for no secret must not each plan it again.
+    controller, synced = cluster.controller, list[str]()
+    controller.request_sync = lambda namespace, delay=0.0: synced.append(namespace)  # type: ignore[method-assign]
+    cluster.add_repository("team", "asking")
+    [asking] = cluster.repositories["team"]
+    plain = replace(asking, name="plain", uid="uid-plain", pull_secret=None)
+    condition = {"type": PULL_SECRET_CONDITION, "status": "True", "reason": "SecretUpToDate"}
+
+    controller.repository_seen(plain)
+    controller.repository_gone("uid-plain", "team")
+    assert synced == []
+
+    controller.repository_seen(asking)
+    controller.repository_seen(replace(asking, pull_secret=None, conditions=(condition,)))
+    controller.repository_seen(replace(asking, pull_secret=None))  # it stopped asking: the condition goes
+    controller.repository_seen(replace(asking, pull_secret=None))  # nothing left that concerns it
+    assert synced == ["team", "team", "team"]
+
+    controller.repository_seen(asking)
+    controller.repository_gone("uid-asking", "team")
+    controller.repository_gone("uid-asking", "team")
+    assert synced == ["team"] * 5

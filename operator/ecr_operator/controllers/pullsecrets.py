@@ -110,6 +110,8 @@ class PullSecretController:
         self._failures: dict[str, int] = {}
         self._foreign: dict[tuple[str, str], float] = {}
         self._namespace_reports: dict[str, str] = {}
+        self._concerned: set[str] = set()
+        """UIDs of the EcrRepositories whose last view concerned pull secrets (``repository_seen``)."""
         self._workers: list[asyncio.Task[None]] = []
         self._refreshers: dict[AwsIdentity, asyncio.Task[None]] = {}
         self._metric_hosts: dict[AwsIdentity, frozenset[str]] = {}
@@ -146,6 +148,24 @@ class PullSecretController:
         self._ready.set()
 
     # --- the sync queue -------------------------------------------------------------------------------
+
+    def repository_seen(self, view: RepositoryView) -> None:
+        """An EcrRepository as its watch event shows it. Its namespace is synced only when the repository
+        asks for a secret or carries PullSecretReady, now or the last time it was seen: a sync plans every
+        repository of the namespace, and most events are the repository controller's status writes (one
+        per object, 10,000 in a large namespace, each of which used to plan the whole namespace again)."""
+        if view.wants_pull_secret or view.has_pull_secret_condition():
+            self._concerned.add(view.uid)
+        elif view.uid in self._concerned:
+            self._concerned.discard(view.uid)
+        else:
+            return
+        self.request_sync(view.namespace)
+
+    def repository_gone(self, uid: str, namespace: str) -> None:
+        if uid in self._concerned:
+            self._concerned.discard(uid)
+            self.request_sync(namespace)
 
     def request_sync(self, namespace: str, delay: float = COALESCE_SECONDS) -> None:
         if namespace in self._running:

@@ -3,8 +3,9 @@
 - ``kopf.index`` keeps Namespaces, ServiceAccounts, the operator's own Secrets (selected server-side by
   label, so other Secrets never reach the process) and EcrRepositories in memory; the startup handler hands
   them to the ``PullSecretController`` the Runtime owns (``controllers/pullsecrets.py``).
-- A change enqueues its namespace. Indexers enqueue additions and updates (kopf logs every ``@on.event``
-  success, and ServiceAccounts are chatty); ``@on.event`` handlers only catch deletions.
+- A change enqueues its namespace. Indexers enqueue additions and updates (ServiceAccounts are chatty);
+  ``@on.event`` handlers only catch deletions. An EcrRepository enqueues its namespace only when it
+  concerns pull secrets (``PullSecretController.repository_seen``).
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ async def pull_secret_repositories(
 ) -> dict[str, RepositoryView]:
     # Every repository is indexed, not only those asking for a secret: kopf keeps the old value when an
     # indexer returns None, and a repository that stops asking must leave the index.
-    return {_requested(memo, namespace): RepositoryView.from_body(body)}
+    view = RepositoryView.from_body(body)
+    memo.pull_secrets.repository_seen(view)
+    return {namespace or "": view}
 
 
 def _not_ready(memo: Runtime, **_: Any) -> bool:
@@ -99,8 +102,12 @@ def _deleted(type: str | None, **_: Any) -> bool:
     return type == "DELETED"
 
 
+# Indexers never see deletions: a deleted Secret is re-created, a deleted repository's demand dropped.
 @kopf.on.event("v1", "secrets", labels=dict(MANAGED_LABELS), when=_deleted)
-@kopf.on.event(GROUP, VERSION, "ecrrepositories", when=_deleted)
-async def pull_secret_demand_deleted(namespace: str | None, memo: Runtime, **_: Any) -> None:
-    """Indexers never see deletions: a deleted Secret is re-created, a deleted repository's demand dropped."""
+async def pull_secret_deleted(namespace: str | None, memo: Runtime, **_: Any) -> None:
     _requested(memo, namespace)
+
+
+@kopf.on.event(GROUP, VERSION, "ecrrepositories", when=_deleted)
+async def pull_secret_repository_deleted(uid: str, namespace: str | None, memo: Runtime, **_: Any) -> None:
+    memo.pull_secrets.repository_gone(uid, namespace or "")

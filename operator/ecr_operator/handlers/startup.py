@@ -77,7 +77,7 @@ class ProgressUnmarkedFor(kopf.AnnotationsProgressStorage):
 # on.event handlers that run for every watch event of their kind (``handlers/repository.py``,
 # ``handlers/pullsecrets.py``): kopf logs "Handler '<id>' succeeded." at INFO each time, a line per event
 # that says nothing (10,000 objects coming up were 10,000+ lines). Their failures are still logged.
-QUIET_ON_SUCCESS = frozenset({"repository_watched", "pull_secret_demand_deleted"})
+QUIET_ON_SUCCESS = frozenset({"repository_watched", "pull_secret_deleted", "pull_secret_repository_deleted"})
 
 
 class QuietSuccessOf(logging.Filter):
