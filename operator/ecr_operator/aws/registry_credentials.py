@@ -17,7 +17,7 @@ from ecr_operator.registry.auth import Credentials
 from ecr_operator.registry.errors import AuthError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EcrCredentials:
     """A registry ``CredentialsProvider`` for one ECR registry host, pushed to as ``identity``."""
 

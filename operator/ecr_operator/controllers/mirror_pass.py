@@ -538,7 +538,7 @@ class MirrorPass:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ImageCopier:
     """Copies the images of one pass with the same clients and options, counting what each copy did."""
 
