@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from ecr_fakes import ECR_HOST
@@ -11,6 +12,8 @@ from ecr_operator.registry.results import ImageCopyResult
 SOURCE = parse_reference("registry.example/team/app")
 DESTINATION_URI = f"{ECR_HOST}/team/app"
 DESTINATION = parse_reference(DESTINATION_URI)
+# The clock of every mirror decision test.
+NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def digest(n: int) -> str:

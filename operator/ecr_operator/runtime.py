@@ -25,13 +25,16 @@ from ecr_operator.aws.tokens import (
 )
 from ecr_operator.config import Settings
 from ecr_operator.controllers.mirror import MirrorController
+from ecr_operator.controllers.mirror_pass import MirrorServices
 from ecr_operator.controllers.mirror_registries import MirrorRegistries
+from ecr_operator.controllers.mirror_slots import FairSlots
 from ecr_operator.controllers.pullsecrets import PullSecretController
 from ecr_operator.controllers.repository import RepositoryController
 from ecr_operator.controllers.repository_work import RepositoryWork
 from ecr_operator.kube import Kube, KubeConfigError
 from ecr_operator.locks import KeyedLocks
 from ecr_operator.metrics import Metrics, MetricsServer, ObjectReadiness
+from ecr_operator.reconcile.mirror import SlotLimits
 
 
 class StartupError(RuntimeError):
@@ -112,14 +115,17 @@ class Runtime:
             readiness=readiness,
             mirror_registries=mirror_registries,
             mirroring=MirrorController(
-                settings,
-                metrics=metrics,
-                readiness=readiness,
-                aws=aws,
-                ecr=ecr,
-                kube=kube,
-                tokens=ecr_tokens,
-                registries=mirror_registries,
+                MirrorServices(
+                    settings=settings,
+                    metrics=metrics,
+                    readiness=readiness,
+                    aws=aws,
+                    ecr=ecr,
+                    kube=kube,
+                    registries=mirror_registries,
+                    tokens=ecr_tokens,
+                    slots=FairSlots(SlotLimits.from_settings(settings)),
+                )
             ),
             pull_secrets=PullSecretController(
                 settings, metrics, ecr_tokens, kube, CallerAccount(sts_caller_account(aws))

@@ -208,6 +208,14 @@ def test_kopf_without_a_token_sends_no_authorization() -> None:
     assert connection_info(KubeConnection(server="https://h:1")).as_http_headers() == {}
 
 
+def process_environment(kubeconfig_path: Path, **variables: str) -> dict[str, str]:
+    """A child process's whole environment: the kubeconfig, PATH, this PYTHONPATH and ``variables``."""
+    environment = {"KUBECONFIG": str(kubeconfig_path), "PATH": os.environ.get("PATH", ""), **variables}
+    if "PYTHONPATH" in os.environ:
+        environment["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return environment
+
+
 def test_the_product_runs_without_the_kubernetes_package(tmp_path: Path) -> None:
     """The entry point, the handlers (kopf's login included) and a Runtime with its Kube adapter, in a
     process where ``kubernetes`` cannot be imported, as in the operator's image."""
@@ -223,16 +231,12 @@ def test_the_product_runs_without_the_kubernetes_package(tmp_path: Path) -> None
         "print(ecr_operator.handlers.startup.login().server)\n"
         "print(sorted(name for name in sys.modules if name.split('.')[0] == 'kubernetes'))\n"
     )
-    environment = {
-        "KUBECONFIG": str(config),
-        "PATH": os.environ.get("PATH", ""),
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    if "PYTHONPATH" in os.environ:
-        environment["PYTHONPATH"] = os.environ["PYTHONPATH"]
-
     result = subprocess.run(
-        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script],
+        env=process_environment(config, AWS_DEFAULT_REGION="us-east-1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
     assert result.returncode == 0, result.stderr
@@ -242,17 +246,9 @@ def test_the_product_runs_without_the_kubernetes_package(tmp_path: Path) -> None
 def test_the_operator_refuses_a_credential_plugin_before_it_starts(tmp_path: Path) -> None:
     config = tmp_path / "kubeconfig"
     config.write_text(json.dumps(kubeconfig({"exec": {"command": "aws", "apiVersion": "v1"}})))
-    environment = {
-        "KUBECONFIG": str(config),
-        "PATH": os.environ.get("PATH", ""),
-        "ECR_OPERATOR_LOG_FORMAT": "text",
-    }
-    if "PYTHONPATH" in os.environ:
-        environment["PYTHONPATH"] = os.environ["PYTHONPATH"]
-
     result = subprocess.run(
         [sys.executable, "-m", "ecr_operator", "run"],
-        env=environment,
+        env=process_environment(config, ECR_OPERATOR_LOG_FORMAT="text"),
         capture_output=True,
         text=True,
         timeout=60,

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ecr_fakes import ACCOUNT, ECR_HOST
 from ecr_operator.api.common import ResourceInfo
 from ecr_operator.aws.tokens import CallerAccount, EcrTokenCache, TokenRefreshError
 from ecr_operator.config import Settings
@@ -45,8 +46,6 @@ from ecr_operator.reconcile.tokens import TOKEN_REFRESH_FAILED, FetchedToken, Id
 
 pytestmark = pytest.mark.unit
 
-ACCOUNT = "123456789012"
-HOST = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"
 TEMPLATE = "arn:aws:iam::{accountId}:role/ecr-pull-{namespace}"
 SECRET = "ecr-pull-secret"  # the default name of a namespace's merged secret
 
@@ -139,7 +138,7 @@ class FakeEcr:
         self.calls.append(identity)
         if self.failing:
             raise TokenRefreshError(TOKEN_REFRESH_FAILED, "GetAuthorizationToken failed (AccessDenied)")
-        return FetchedToken("AWS", f"{ACCOUNT}-auth-token", HOST, None)
+        return FetchedToken("AWS", f"{ACCOUNT}-auth-token", ECR_HOST, None)
 
 
 async def accepting_login(token: IdentityToken) -> None:
@@ -281,7 +280,7 @@ async def test_each_namespace_gets_its_own_secret_from_its_own_pull_role(cluster
         stored = cluster.kube.secrets[namespace, SECRET]
         assert stored["type"] == SECRET_TYPE
         assert stored["metadata"]["labels"] == dict(MANAGED_LABELS)
-        assert auths(cluster, namespace)[HOST]["password"] == f"{ACCOUNT}-auth-token"
+        assert auths(cluster, namespace)[ECR_HOST]["password"] == f"{ACCOUNT}-auth-token"
         condition = pull_secret_ready(cluster, namespace)
         assert (condition["status"], condition["reason"]) == ("True", SECRET_UP_TO_DATE)
     # Each token came from its namespace's pull role; a ServiceAccount no spec names is left alone.

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ecr_fakes import issued_token
+from ecr_fakes import ACCOUNT, ECR_HOST, issued_token
 from ecr_operator.api.common import LabelSelector, RegistryIdentity
 from ecr_operator.api.repository import PullSecret
 from ecr_operator.config import PullSecretSettings
@@ -67,9 +67,7 @@ from ecr_operator.reconcile.tokens import (
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-ACCOUNT = "123456789012"
 OTHER_ACCOUNT = "210987654321"
-HOST = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"
 WEST_HOST = f"{ACCOUNT}.dkr.ecr.us-west-2.amazonaws.com"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/ecr-puller"
 CLUSTER_ROLE = f"arn:aws:iam::{ACCOUNT}:role/ecr-pull-cluster"
@@ -109,7 +107,7 @@ def token_status(
     password: str = "pw-1",  # noqa: S107 -- a fake token
     *,
     issued: datetime = NOW,
-    host: str = HOST,
+    host: str = ECR_HOST,
     verified: bool = True,
     problem: RefreshProblem | None = None,
 ) -> TokenStatus:
@@ -175,7 +173,7 @@ def plan(
 
 
 def test_registry_hosts_are_the_names_pods_use() -> None:
-    assert ecr_registry_host(ACCOUNT, "us-east-1") == HOST
+    assert ecr_registry_host(ACCOUNT, "us-east-1") == ECR_HOST
     assert ecr_registry_host(ACCOUNT, "cn-north-1") == f"{ACCOUNT}.dkr.ecr.cn-north-1.amazonaws.com.cn"
 
 
@@ -394,7 +392,7 @@ def test_the_account_is_never_read_from_status() -> None:
     assert unknown.demands == ()
     assert [(w.repository, w.reason) for w in unknown.waiting] == [("app", "AccountPending")]
     assert [d.identity.role_arn for d in known.demands] == [TEAM_ROLE]
-    assert known.demands[0].host(None) == HOST
+    assert known.demands[0].host(None) == ECR_HOST
 
 
 def test_while_the_account_is_unknown_the_demand_waits() -> None:
@@ -504,8 +502,8 @@ def test_a_new_namespace_gets_one_secret_merging_every_registry_it_needs() -> No
     assert (manifest["type"], manifest["metadata"]["name"]) == (SECRET_TYPE, SECRET)
     assert manifest["metadata"]["labels"] == MANAGED_LABELS
     auths = decoded_auths(write.data)
-    assert sorted(auths) == sorted([HOST, WEST_HOST, f"{OTHER_ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"])
-    assert auths[HOST] == {
+    assert sorted(auths) == sorted([ECR_HOST, WEST_HOST, f"{OTHER_ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"])
+    assert auths[ECR_HOST] == {
         "username": "AWS",
         "password": "pw-east",
         "auth": base64.b64encode(b"AWS:pw-east").decode(),
@@ -569,7 +567,7 @@ def test_a_failed_refresh_keeps_the_secret_and_says_so_once() -> None:
 
     [write] = failed.writes
     assert write.data == current.data
-    assert write.annotations[REFRESH_ERROR_ANNOTATION] == f"{HOST}: {problem.message}"
+    assert write.annotations[REFRESH_ERROR_ANNOTATION] == f"{ECR_HOST}: {problem.message}"
     [event] = failed.events
     assert (event.type, event.reason, event.secret_name) == ("Warning", TOKEN_REFRESH_FAILED, SECRET)
     assert "keeps its current credentials" in event.message
@@ -593,13 +591,13 @@ def test_recovery_clears_the_error_and_says_so() -> None:
 def test_a_token_the_registry_refused_never_replaces_credentials_that_still_work() -> None:
     demands = namespace_demands(selected(), cluster_config(), [], allow_all, PULL_ROLES)
     current = applied(plan(demands, tokens={PULLER: token_status("working")}).writes[0])
-    problem = RefreshProblem(REGISTRY_REJECTED_TOKEN, f"{HOST} refused the new token (HTTP 401)")
+    problem = RefreshProblem(REGISTRY_REJECTED_TOKEN, f"{ECR_HOST} refused the new token (HTTP 401)")
     refused = {PULLER: token_status("refused", verified=False, problem=problem)}
 
     result = plan(demands, secrets=[current], tokens=refused, now=NOW + timedelta(hours=6))
 
     [write] = result.writes
-    assert decoded_auths(write.data)[HOST]["password"] == "working"
+    assert decoded_auths(write.data)[ECR_HOST]["password"] == "working"
     assert write.annotations[EXPIRES_AT_ANNOTATION] == current.annotations[EXPIRES_AT_ANNOTATION]
 
 

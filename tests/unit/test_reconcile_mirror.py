@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -58,11 +58,10 @@ from ecr_operator.registry.errors import (
 )
 from ecr_operator.registry.platforms import PlatformFilter
 from ecr_operator.registry.results import ImageCopyResult
-from mirror_fakes import DESTINATION_URI, copied, digest
+from mirror_fakes import DESTINATION_URI, NOW, copied, digest
 
 pytestmark = pytest.mark.unit
 
-NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 LATER = NOW + timedelta(hours=6)
 
 

@@ -8,7 +8,7 @@ import asyncio
 import ipaddress
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -43,11 +43,10 @@ from ecr_operator.reconcile.mirror import (
 )
 from ecr_operator.reconcile.repository.vocabulary import OWNER_TAG, owner_tag_value
 from ecr_operator.tag_patterns import InvalidTagPattern, compile_tag_pattern
-from mirror_fakes import copied, digest
+from mirror_fakes import NOW, copied, digest
 
 pytestmark = pytest.mark.unit
 
-NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=10)
 ACCOUNT = "123456789012"
 HOST = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"

@@ -115,18 +115,8 @@ class _Batch:
 class EcrRepositories:
     """The ECR side of the EcrRepository controller; one per process (it holds the describe batches)."""
 
-    def __init__(
-        self,
-        clients: AwsClients,
-        *,
-        batch_lull: float = DESCRIBE_BATCH_LULL,
-        batch_max_age: float = DESCRIBE_BATCH_MAX_AGE,
-        batch_size: int = MAX_DESCRIBE_BATCH,
-    ) -> None:
+    def __init__(self, clients: AwsClients) -> None:
         self._clients = clients
-        self._batch_lull = batch_lull
-        self._batch_max_age = batch_max_age
-        self._batch_size = batch_size
         self._pending: dict[RegistryRef, _Batch] = {}
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -145,7 +135,7 @@ class EcrRepositories:
             self._spawn(self._flush_later(registry, batch))
         batch.waiters.setdefault(name, []).append(future)
         batch.last_joined = loop.time()
-        if len(batch.waiters) >= self._batch_size:
+        if len(batch.waiters) >= MAX_DESCRIBE_BATCH:
             del self._pending[registry]
             self._spawn(self._flush(registry, batch))
         return await future
@@ -158,7 +148,7 @@ class EcrRepositories:
     async def _flush_later(self, registry: RegistryRef, batch: _Batch) -> None:
         loop = asyncio.get_running_loop()
         while self._pending.get(registry) is batch:
-            closing = min(batch.last_joined + self._batch_lull, batch.opened + self._batch_max_age)
+            closing = min(batch.last_joined + DESCRIBE_BATCH_LULL, batch.opened + DESCRIBE_BATCH_MAX_AGE)
             if loop.time() < closing:
                 await asyncio.sleep(closing - loop.time())
                 continue
@@ -187,8 +177,8 @@ class EcrRepositories:
         client = await self._client(registry)
         found: dict[str, RepositoryDescription] = {}
         pending = [
-            list(dict.fromkeys(names[start : start + self._batch_size]))
-            for start in range(0, len(names), self._batch_size)
+            list(dict.fromkeys(names[start : start + MAX_DESCRIBE_BATCH]))
+            for start in range(0, len(names), MAX_DESCRIBE_BATCH)
         ]
         while pending:
             chunk = pending.pop()

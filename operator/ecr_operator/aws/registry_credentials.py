@@ -8,6 +8,7 @@ each request it authenticates; this answers from the cache and refreshes only wh
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime
 
 from ecr_operator.aws.tokens import EcrTokenCache, utc_now
@@ -16,29 +17,23 @@ from ecr_operator.registry.auth import Credentials
 from ecr_operator.registry.errors import AuthError
 
 
+@dataclass(frozen=True, eq=False)
 class EcrCredentials:
     """A registry ``CredentialsProvider`` for one ECR registry host, pushed to as ``identity``."""
 
-    def __init__(
-        self,
-        tokens: EcrTokenCache,
-        identity: AwsIdentity,
-        registry_host: str,
-        *,
-        clock: Callable[[], datetime] = utc_now,
-    ) -> None:
-        self._tokens = tokens
-        self._identity = identity
-        self._host = registry_host
-        self._clock = clock
+    tokens: EcrTokenCache
+    identity: AwsIdentity
+    registry_host: str
+    _: KW_ONLY
+    clock: Callable[[], datetime] = utc_now
 
     async def credentials_for(self, registry: str, repository: str) -> Credentials | None:
-        if registry != self._host:
+        if registry != self.registry_host:
             return None
         # Shared with the pull secrets of the same identity: a token they just refreshed is used as it is.
-        status = await self._tokens.refresh_if_due(self._identity)
+        status = await self.tokens.refresh_if_due(self.identity)
         token = status.token
-        if token is None or token.expires_at <= self._clock():
+        if token is None or token.expires_at <= self.clock():
             problem = status.problem.message if status.problem else "no token"
-            raise AuthError(f"no ECR authorization token for {self._identity.describe()}: {problem}")
+            raise AuthError(f"no ECR authorization token for {self.identity.describe()}: {problem}")
         return Credentials(token.username, token.password)

@@ -14,10 +14,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from ecr_operator.aws.ecr import EcrRepositories
-from ecr_operator.aws.session import AwsClients
-from ecr_operator.aws.tokens import EcrTokenCache
-from ecr_operator.config import Settings
 from ecr_operator.controllers.mirror_pass import (
     DEFAULT_INTERVAL,
     KIND,
@@ -26,11 +22,7 @@ from ecr_operator.controllers.mirror_pass import (
     MirrorPass,
     MirrorServices,
 )
-from ecr_operator.controllers.mirror_registries import MirrorRegistries
-from ecr_operator.controllers.mirror_slots import FairSlots
-from ecr_operator.kube import Kube
-from ecr_operator.metrics import Metrics, ObjectReadiness
-from ecr_operator.reconcile.mirror import SlotLimits, first_sync_delay, retry_delay, unexpected_failure
+from ecr_operator.reconcile.mirror import first_sync_delay, retry_delay, unexpected_failure
 
 
 class StopSignal(Protocol):
@@ -45,36 +37,8 @@ class MirrorController:
     """Shared by every mirror's loop: the registries and their clients, the fair share of syncs at once,
     per-mirror wake-ups, and the bookkeeping passes leave for the next one."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        metrics: Metrics,
-        readiness: ObjectReadiness,
-        aws: AwsClients,
-        ecr: EcrRepositories,
-        kube: Kube,
-        tokens: EcrTokenCache,
-        registries: MirrorRegistries,
-    ) -> None:
-        self.registries = registries
-        self.services = MirrorServices(
-            settings=settings,
-            metrics=metrics,
-            readiness=readiness,
-            aws=aws,
-            ecr=ecr,
-            kube=kube,
-            registries=registries,
-            tokens=tokens,
-            slots=FairSlots(
-                SlotLimits(
-                    total=settings.mirror_concurrency,
-                    per_namespace=settings.mirror_namespace_concurrency,
-                    per_source=settings.mirror_source_concurrency,
-                )
-            ),
-        )
+    def __init__(self, services: MirrorServices) -> None:
+        self.services = services
         self._wakeups: dict[str, asyncio.Event] = {}
 
     async def keep_mirrored(

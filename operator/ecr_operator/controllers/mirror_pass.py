@@ -538,23 +538,19 @@ class MirrorPass:
         )
 
 
+@dataclass(frozen=True, eq=False)
 class ImageCopier:
     """Copies the images of one pass with the same clients and options, counting what each copy did."""
 
-    def __init__(
-        self,
-        sync: MirrorPass,
-        spec: ImageMirrorSpec,
-        clients: PassClients,
-        destination: Destination,
-        platforms: PlatformFilter | None,
-    ) -> None:
-        self.sync = sync
-        self.spec = spec
-        self.clients = clients
-        self.destination = destination
-        self.platforms = platforms
-        self.metrics = sync.services.metrics
+    sync: MirrorPass
+    spec: ImageMirrorSpec
+    clients: PassClients
+    destination: Destination
+    platforms: PlatformFilter | None
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.sync.services.metrics
 
     async def copy(
         self,

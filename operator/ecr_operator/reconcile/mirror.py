@@ -483,6 +483,14 @@ class SlotLimits:
     per_namespace: int
     per_source: int
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SlotLimits:
+        return cls(
+            total=settings.mirror_concurrency,
+            per_namespace=settings.mirror_namespace_concurrency,
+            per_source=settings.mirror_source_concurrency,
+        )
+
 
 def next_admitted(
     waiting: Sequence[SlotRequest], running: Sequence[SlotRequest], limits: SlotLimits

@@ -94,30 +94,30 @@ def create_session(
     return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
 
 
+@dataclass(frozen=True, eq=False)
 class _AiohttpResponse:
-    def __init__(self, response: aiohttp.ClientResponse, what: str) -> None:
-        self._response = response
-        self._what = what
+    response: aiohttp.ClientResponse
+    what: str
 
     @property
     def status(self) -> int:
-        return self._response.status
+        return self.response.status
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
-        return self._response.headers
+        return self.response.headers
 
     async def iter_chunks(self, size: int) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._response.content.iter_chunked(size):
+            async for chunk in self.response.content.iter_chunked(size):
                 yield chunk
         except TimeoutError as exc:
-            raise DeadlineExceeded(f"{self._what}: no data within the read deadline") from exc
+            raise DeadlineExceeded(f"{self.what}: no data within the read deadline") from exc
         except aiohttp.ClientError as exc:
-            raise ConnectionFailed(f"{self._what}: connection lost while reading: {exc!r}") from exc
+            raise ConnectionFailed(f"{self.what}: connection lost while reading: {exc!r}") from exc
 
     def close(self) -> None:
-        self._response.release()
+        self.response.release()
 
 
 class AiohttpSender:
@@ -216,6 +216,7 @@ async def within(seconds: float, operation: Callable[[], Awaitable[T]], *, what:
         raise DeadlineExceeded(f"{what}: not answered in full within {seconds:g} s") from exc
 
 
+@dataclass(frozen=True, eq=False)
 class PacedResponse:
     """An HttpResponse whose body must keep flowing: no silence longer than ``deadlines.read``, and
     each ``deadlines.blob_window`` seconds spent waiting for data must bring ``blob_min_rate`` bytes per
@@ -223,40 +224,33 @@ class PacedResponse:
     stops us reading) is never blamed on the source. A blob trickled a byte at a time fails in one
     window instead of holding a worker for days."""
 
-    def __init__(
-        self,
-        inner: HttpResponse,
-        deadlines: Deadlines,
-        what: str,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._inner = inner
-        self._deadlines = deadlines
-        self._what = what
-        self._clock = clock
+    inner: HttpResponse
+    deadlines: Deadlines
+    what: str
+    clock: Callable[[], float] = time.monotonic
 
     @property
     def status(self) -> int:
-        return self._inner.status
+        return self.inner.status
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
-        return self._inner.headers
+        return self.inner.headers
 
     def close(self) -> None:
-        self._inner.close()
+        self.inner.close()
 
     async def iter_chunks(self, size: int) -> AsyncIterator[bytes]:
-        deadlines = self._deadlines
+        deadlines = self.deadlines
         wanted = deadlines.blob_min_rate * deadlines.blob_window
-        chunks = aiter(self._inner.iter_chunks(size))
+        chunks = aiter(self.inner.iter_chunks(size))
         waited, received = 0.0, 0
         try:
             while True:
                 budget = deadlines.read
                 if wanted > 0:
                     budget = min(budget, deadlines.blob_window - waited)
-                started = self._clock()
+                started = self.clock()
                 try:
                     async with asyncio.timeout(max(budget, 0.0)):
                         chunk = await anext(chunks)
@@ -264,7 +258,7 @@ class PacedResponse:
                     return
                 except TimeoutError as exc:
                     raise self._too_slow(received, budget) from exc
-                waited += self._clock() - started
+                waited += self.clock() - started
                 received += len(chunk)
                 if wanted > 0:
                     if received >= wanted:
@@ -278,11 +272,11 @@ class PacedResponse:
                 await close()
 
     def _too_slow(self, received: int, budget: float) -> DeadlineExceeded:
-        deadlines = self._deadlines
+        deadlines = self.deadlines
         if budget >= deadlines.read:
-            return DeadlineExceeded(f"{self._what}: no data for {deadlines.read:g} s")
+            return DeadlineExceeded(f"{self.what}: no data for {deadlines.read:g} s")
         return DeadlineExceeded(
-            f"{self._what}: {received} bytes in {deadlines.blob_window:g} s, below the minimum of"
+            f"{self.what}: {received} bytes in {deadlines.blob_window:g} s, below the minimum of"
             f" {deadlines.blob_min_rate:g} bytes/s"
         )
 
