@@ -32,6 +32,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench.mirror import AccessLog, content_gets
 from bench.peers import ACK_ECR_CONTROLLER, ECR_LOGIN_RENEW, install_go_tool
 from bench.report import BenchLine, Target, median, ours_at_most, ours_equal
@@ -126,8 +128,14 @@ class OperatorProcess:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
-        wanted = f'ecr_operator_reconciles_total{{kind="{kind}",result="success"}} '
-        return sum(float(line[len(wanted) :]) for line in text.splitlines() if line.startswith(wanted))
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "ecr_operator_reconciles_total"
+            and sample.labels.get("kind") == kind
+            and sample.labels.get("result") == "success"
+        )
 
     def usage(self) -> Usage:
         return usage_of(self.process.pid)

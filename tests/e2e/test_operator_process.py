@@ -12,6 +12,7 @@ import urllib.request
 from typing import Any
 
 import pytest
+import repository_support as support
 
 from ecr_sandbox.world import World
 from waiting import eventually
@@ -191,12 +192,6 @@ def test_a_taken_metrics_port_stops_startup(operator: StartOperator) -> None:
     )
 
 
-def reconciles_of_repositories(running: Any) -> float:
-    _, _, exposition = http_get(running.metrics_url)
-    wanted = 'ecr_operator_reconciles_total{kind="EcrRepository",result="success"} '
-    return sum(float(line[len(wanted) :]) for line in exposition.splitlines() if line.startswith(wanted))
-
-
 def test_a_restarted_operator_writes_nothing_to_objects_it_already_handled(
     world: World, operator: StartOperator, namespace: str
 ) -> None:
@@ -217,7 +212,10 @@ def test_a_restarted_operator_writes_nothing_to_objects_it_already_handled(
     second = operator(kubeconfig=kubeconfig, ECR_OPERATOR_DRIFT_INTERVAL="20s")
     eventually(
         "the restarted operator to check the object it found converged",
-        lambda: reconciles_of_repositories(second) >= 1,
+        lambda: (
+            support.metric(second, "ecr_operator_reconciles_total", kind="EcrRepository", result="success")
+            >= 1
+        ),
     )
 
     writes_after = [

@@ -252,9 +252,7 @@ class RepositoryWork:
             self._running[uid] = None
         try:
             objects = await asyncio.gather(*(self._read_for_check(uid) for uid in claimed))
-            outcomes = await asyncio.gather(
-                *(self._check(obj) if isinstance(obj, RepositoryObject) else _known(obj) for obj in objects)
-            )
+            outcomes = await asyncio.gather(*(self._check(obj) for obj in objects))
         finally:
             for uid in claimed:
                 self._running.pop(uid, None)
@@ -272,14 +270,12 @@ class RepositoryWork:
             self._running[uid] = obj.generation
         return obj
 
-    async def _check(self, obj: RepositoryObject) -> RetryLater | None:
+    async def _check(self, obj: RepositoryObject | RetryLater | None) -> RetryLater | None:
+        """The drift check of what ``_read_for_check`` found; an outcome it already knew is passed on."""
+        if not isinstance(obj, RepositoryObject):
+            return obj
         try:
             return await self._controller.check_drift(obj, 0)
         except Exception as error:  # one object's failure must not end the pass
             logger.exception("drift check failed")
             return RetryLater(str(error), READ_RETRY_DELAY)
-
-
-async def _known(outcome: RetryLater | None) -> RetryLater | None:
-    """An outcome known without a check, in the shape ``asyncio.gather`` takes."""
-    return outcome

@@ -27,11 +27,11 @@ class CountedToggle(aiotoggles.Toggle):
         self._owner = owner
 
     async def turn_to(self, __state: bool) -> None:
-        async with self._owner.condition:
+        async with self._condition:
             if bool(__state) != self._state:
                 self._state = bool(__state)
                 self._owner.count_turned(self._state)
-            self._owner.condition.notify_all()  # waiters of this toggle itself, as kopf's does
+            self._condition.notify_all()  # waiters of this toggle itself, as kopf's does
 
 
 class CountedToggleSet(aiotoggles.ToggleSet):
